@@ -1,0 +1,55 @@
+# Vision Transformer Basics: the two set-up commands are `make lab` and `make test`.
+# Both create the virtual environment in .venv first if it is missing or out of date.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# torch/torchvision for the venv. These two versions install from this course's build machines' disk;
+# elsewhere any recent pair works, e.g. `make test TORCH="torch torchvision"`.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m task1_1"`.
+PYTEST_ARGS ?=
+SUBMISSIONS ?= submissions
+JOBS ?= 2
+
+.PHONY: venv lab test test-fast release notebooks grade bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (course)" >/dev/null
+	touch $@
+
+## lab: open the course in JupyterLab at the start page
+lab: venv
+	$(VENV)/bin/jupyter lab lectures/00_start_here.ipynb
+
+## test: every test (unit, release, notebooks, grading, DDP)
+test: venv
+	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
+
+## test-fast: the unit tests only (seconds)
+test-fast: venv
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## release: build the student edition into dist/student and regenerate exercises/
+release: venv
+	$(PY) tools/release.py
+
+## notebooks: refresh every notebook's Colab badge and set-up cell from course.toml
+notebooks: venv
+	$(PY) tools/notebooks.py
+
+## grade: autograde a folder of submission zips (SUBMISSIONS=...), feedback and grades.csv
+grade: venv
+	$(PY) tools/grade.py $(SUBMISSIONS) --jobs $(JOBS)
+
+## bench: benchmarks, written to benchmarks/results.json
+bench: venv
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf dist build .pytest_cache
