@@ -1,0 +1,86 @@
+"""The student self-check: passes the solutions, explains failures, and reports stubs as to-do."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import course_lib
+from course_lib import attention, embeddings, selfcheck
+from course_lib.tasks import TASKS
+
+
+def test_every_task_has_a_check():
+    assert {task_id for task_id, _ in selfcheck.CASES.values()} == {t.id for t in TASKS}
+
+
+def test_solutions_pass(device, capsys):
+    results = course_lib.check(device=str(device))
+    assert all(r.ok for r in results), [f"{r.task.id}: {r.message}" for r in results if not r.ok]
+    assert f"{len(results)}/{len(results)} checks passed" in capsys.readouterr().out
+
+
+def test_reference_data_matches_the_solutions():
+    """Fails when a solution changed and the reference was not regenerated (python -m course_lib.selfcheck --regenerate)."""
+    stored = selfcheck.load_reference()
+    assert stored.keys() == selfcheck.CASES.keys()
+    with torch.no_grad():
+        for name, (_, fn) in selfcheck.CASES.items():
+            for key, value in fn(torch.device("cpu")).items():
+                torch.testing.assert_close(value.double(), stored[name][key].double(), rtol=1e-6, atol=1e-7, msg=f"{name}.{key}")
+
+
+def test_wrong_scaling_is_explained(monkeypatch):
+    def unscaled(q, k, v, mask=None):  # forgets the 1/sqrt(d)
+        scores = q @ k.transpose(-2, -1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        w = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        return w @ v, w
+
+    monkeypatch.setattr(attention, "scaled_dot_product_attention", unscaled)
+    (result,) = course_lib.check("1.1", verbose=False)
+    assert result.status == "fail" and "largest error" in result.message and "at index" in result.message
+
+
+def test_wrong_shape_is_explained(monkeypatch):
+    monkeypatch.setattr(embeddings, "patchify", lambda x, p: torch.zeros(2, 48, 6))
+    (result,) = course_lib.check("3.1", verbose=False)
+    assert result.status == "fail" and "(2, 48, 6)" in result.message and "(B=2, N=6, C*P*P=48)" in result.message
+
+
+def test_broken_property_is_named(monkeypatch):
+    monkeypatch.setattr(attention, "causal_mask", lambda N, device=None: torch.ones(N, N, dtype=torch.bool, device=device))
+    (result,) = course_lib.check("1.2", verbose=False)
+    assert result.status == "fail" and "must not depend on tokens after t" in result.message
+
+
+def test_crash_is_reported_not_raised(monkeypatch):
+    monkeypatch.setattr(embeddings, "sinusoidal_position_embedding", lambda n, d: 1 / 0)
+    (result,) = course_lib.check("3.3", verbose=False)
+    assert result.status == "error" and "ZeroDivisionError" in result.message
+
+
+def test_missing_dependency_is_named(monkeypatch):
+    from course_lib.tasks import not_implemented
+
+    def stub(self, x):
+        raise not_implemented("3.2")
+
+    monkeypatch.setattr(embeddings.PatchEmbedding, "forward", stub)
+    (result,) = course_lib.check("4.1", verbose=False)
+    assert result.status == "todo" and result.message == "needs Task 3.2 (PatchEmbedding) first"
+
+
+def test_exercise_selection():
+    assert [r.task.id for r in course_lib.check(2, verbose=False)] == ["2.1", "2.2", "2.3", "2.4"]
+    with pytest.raises(KeyError, match="unknown task"):
+        course_lib.check("9.9")
+
+
+def test_student_edition_reports_every_task_as_todo(student_edition):
+    code = "from course_lib import check; rs = check(); assert all(r.status == 'todo' for r in rs), [(r.task.id, r.status, r.message) for r in rs]"
+    run = subprocess.run([sys.executable, "-c", code], cwd=student_edition, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr + run.stdout
+    assert "[ TODO] Task 1.1 scaled_dot_product_attention: not implemented yet" in run.stdout
+    assert "0/20 checks passed" in run.stdout
