@@ -48,7 +48,9 @@ def student_edition(tmp_path_factory) -> Path:
     from filelock import FileLock
     import release
 
-    base = tmp_path_factory.getbasetemp().parent
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # gw0, gw1, ... live in one folder of this session
+        base = base.parent
     out = base / "student"
     with FileLock(str(base / "student.lock")):
         if not (out / ".built").exists():
