@@ -1,0 +1,128 @@
+"""course_lib.submit: make_submission re-runs a notebook from a clean kernel and writes one zip."""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib import submit
+from course_lib.tasks import TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _course(tmp_path: Path) -> Path:
+    """A tiny course checkout: course_lib (copied), exercises/01_tiny.ipynb."""
+    root = tmp_path / "course"
+    shutil.copytree(ROOT / "course_lib", root / "course_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "exercises").mkdir(parents=True)
+    (root / "course_lib" / "attention.py").write_text((root / "course_lib" / "attention.py").read_text() + "\n# edited by the student\n")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import os, sys\nfrom pathlib import Path\n"
+            "root = next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / 'course_lib').is_dir())\n"
+            "sys.path.insert(0, str(root))\nimport course_lib\nprint('course_lib from', Path(course_lib.__file__).parent)"
+        ),
+        nbformat.v4.new_code_cell("print(os.environ.get('COURSE_SUBMISSION_RUN'))"),
+        nbformat.v4.new_code_cell("raise ValueError('an unfinished task')"),
+        nbformat.v4.new_code_cell("after_error = 6 * 7\nafter_error"),
+        nbformat.v4.new_code_cell(
+            "STUDENT_ID = 'jsmith42'\nif STUDENT_ID:\n    from course_lib.submit import make_submission\n"
+            "    result = make_submission(STUDENT_ID)\n    print('nested:', result)"
+        ),
+    ]
+    nb.cells[4].metadata["nbgrader"] = {"grade": False, "solution": False, "locked": False, "grade_id": "task9_1_submit"}
+    nbformat.write(nb, root / "exercises" / "01_tiny.ipynb")
+    return root
+
+
+def test_make_submission_writes_one_zip_with_the_executed_notebook_and_course_files(tmp_path, monkeypatch, capsys):
+    root = _course(tmp_path)
+    notebook = root / "exercises" / "01_tiny.ipynb"
+    monkeypatch.chdir(root / "exercises")
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+
+    path = submit.make_submission("jsmith42", timeout=120)  # found from the cwd, as in a local kernel
+
+    assert path == notebook.parent / "submission_jsmith42_01_tiny.zip" and path.is_file()
+    out = capsys.readouterr().out
+    assert "ValueError" in out and "zip is written anyway" in out, out
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        modules = {f"course_lib/{t.module}.py" for t in TASKS}
+        assert names == {"01_tiny.ipynb", "submission.json"} | modules
+        assert zf.read("course_lib/attention.py").decode().endswith("# edited by the student\n")
+        executed = nbformat.reads(zf.read("01_tiny.ipynb").decode(), as_version=4)
+        manifest = json.loads(zf.read("submission.json"))
+    outputs = ["".join(o.get("text", "")) for c in executed.cells for o in c.get("outputs", [])]
+    assert any(str(root / "course_lib") in o for o in outputs), outputs  # the checkout's course_lib, not another
+    assert any(o.strip() == "1" for o in outputs)  # COURSE_SUBMISSION_RUN is set in the re-run
+    assert executed.cells[3].outputs[0]["data"]["text/plain"] == "42"  # cells after an error still run
+    assert "skipped" in "".join(executed.cells[4].outputs[0]["text"])  # no recursion
+    assert manifest["student_id"] == "jsmith42" and manifest["exercise"] == "01_tiny"
+    assert [e["ename"] for e in manifest["errors"]] == ["ValueError"]
+
+
+@pytest.mark.slow
+def test_make_submission_survives_a_dead_kernel(tmp_path, monkeypatch):
+    root = _course(tmp_path)
+    notebook = root / "exercises" / "01_tiny.ipynb"
+    nb = nbformat.read(notebook, as_version=4)
+    nb.cells.insert(2, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+    nbformat.write(nb, root / "exercises" / "Copy of 01_tiny (1).ipynb")
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+
+    path = submit.make_submission("a b@c", notebook=root / "exercises" / "Copy of 01_tiny (1).ipynb",
+                                  out_dir=tmp_path / "out", timeout=60)
+
+    assert path == tmp_path / "out" / "submission_a-b-c_01_tiny.zip"
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(zf.read("submission.json"))
+        assert "01_tiny.ipynb" in zf.namelist()
+    assert any(e["ename"] == "DeadKernelError" for e in manifest["errors"])
+    assert manifest["notebook"] == "Copy of 01_tiny (1).ipynb"
+
+
+def test_make_submission_does_nothing_inside_the_rerun_or_the_grader(monkeypatch, tmp_path):
+    monkeypatch.setenv(submit.RERUN_ENV, "1")
+    assert submit.make_submission("jsmith42", notebook=tmp_path / "missing.ipynb") is None
+    monkeypatch.delenv(submit.RERUN_ENV)
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    assert submit.make_submission("jsmith42", notebook=tmp_path / "missing.ipynb") is None
+
+
+def test_student_modules_come_from_the_task_registry():
+    assert submit.student_modules() == list(dict.fromkeys(f"{t.module}.py" for t in TASKS))
+    assert {"attention.py", "encoder.py", "embeddings.py", "vit.py", "analysis.py"} == set(submit.student_modules())
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("01_attention.ipynb", "01_attention"),
+    ("Copy of 01_attention.ipynb", "01_attention"),
+    ("01_attention (1).ipynb", "01_attention"),
+    ("Copy of 01_attention (2) (1).ipynb", "01_attention"),
+    ("01_attention-Copy1.ipynb", "01_attention"),
+])
+def test_notebook_names_are_normalised(name, expected):
+    assert submit.normalise_notebook_name(name) == expected
+
+
+def test_exercise_of_a_renamed_notebook_comes_from_its_task_cells():
+    nb = {"cells": [{"metadata": {"nbgrader": {"grade_id": "task1_3_visible"}}}], "metadata": {}}
+    known = ["01_attention", "02_encoder"]
+    assert submit.exercise_of(nb, "my homework.ipynb", known) == "01_attention"
+    assert submit.exercise_of(nb, "Copy of 02_encoder.ipynb", known) == "02_encoder"
+
+
+def test_student_ids_are_made_safe_for_file_names():
+    assert submit.normalise_student_id(" jsmith42 ") == "jsmith42"
+    assert submit.normalise_student_id("J. Smith/42") == "J.-Smith-42"
+    with pytest.raises(ValueError, match="non-empty"):
+        submit.normalise_student_id("")
