@@ -1,0 +1,158 @@
+"""course_lib.train: schedule, weight-decay groups, label smoothing, progress bar, bit-identical resume."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib import data, train
+from course_lib.vit import VisionTransformer, vit_config
+
+DEVICE = torch.device(os.environ.get("COURSE_TEST_DEVICE", "cpu"))
+QUIET = dict(progress=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one CPU thread avoids OpenMP oversubscription (pytest -n 2 on 2 cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    lr, min_lr, total, warm = 1.0, 0.1, 110, 10
+    values = [train.lr_at(s, total, warm, lr, min_lr) for s in range(total)]
+    assert values[0] == pytest.approx(0.1) and values[4] == pytest.approx(0.5)
+    assert values[warm - 1] == pytest.approx(lr) and values[warm] == pytest.approx(lr)  # peak, then decay starts
+    mid = warm + (total - 1 - warm) / 2  # half way through the decay: cos = 0
+    assert train.lr_at(int(mid), total, warm, lr, min_lr) == pytest.approx((lr + min_lr) / 2, abs=0.01)
+    assert values[-1] == pytest.approx(min_lr)
+    assert all(a >= b for a, b in zip(values[warm:], values[warm + 1:]))  # monotone decay
+    expected = min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * 0.25))
+    assert train.lr_at(warm + 25, total, warm, lr, min_lr) == pytest.approx(expected, rel=1e-2)
+
+
+def test_weight_decay_only_on_matrices():
+    model = VisionTransformer(vit_config("test"))
+    decay, no_decay = train.param_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in no_decay["params"]} >= {"norm.weight", "norm.bias", "head.bias"}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_amp_dtype():
+    assert train.amp_dtype(torch.device("cpu")) is None
+    assert train.amp_dtype(torch.device("cuda"), enabled=False) is None
+    if torch.cuda.is_available():
+        assert train.amp_dtype(torch.device("cuda")) in (torch.bfloat16, torch.float16)
+
+
+def _one_hot_problem(K: int = 4, n: int = 32):
+    """Images that are one-hot codes of their label, and a model that is already perfect."""
+    y = torch.arange(n) % K
+    x = torch.eye(K)[y].view(n, K, 1, 1)  # (B, K, 1, 1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(K, K))
+    with torch.no_grad():
+        model[1].weight.copy_(50 * torch.eye(K))
+        model[1].bias.zero_()
+    return model, data.TensorLoader(x, y, 8, shuffle=False)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_label_smoothing_is_applied(smoothing):
+    model, loader = _one_hot_problem()
+    cfg = train.TrainConfig(epochs=1, lr=1e-12, min_lr=0.0, label_smoothing=smoothing, **QUIET)
+    history = train.train(model, loader, loader, cfg, device=DEVICE)
+    # (1 - eps) * 0 + eps * mean_k(-log p_k) = eps * (K-1)/K * 50 with confident logits of 50
+    assert history["train_loss"][0] == pytest.approx(smoothing * 3 / 4 * 50, abs=1e-3)
+    assert history["test_loss"][0] == pytest.approx(0.0, abs=1e-3) and history["test_acc"][0] == 1.0
+
+
+def test_progress_bar_can_be_disabled(capsys):
+    model, loader = _one_hot_problem()
+    train.train(model, loader, None, train.TrainConfig(epochs=1, progress=False), device=DEVICE)
+    assert capsys.readouterr().err == ""
+    train.train(model, loader, None, train.TrainConfig(epochs=1, progress=True), device=DEVICE)
+    assert "train" in capsys.readouterr().err
+
+
+def _tiny_run(tmp_path, stop_after=None, resume=False, epochs=4):
+    """A ViT with dropout and augmentation (so the RNG matters) on random images."""
+    torch.manual_seed(123)  # a different init than the run's seed: resuming must overwrite it
+    model = VisionTransformer(vit_config("test", dropout=0.1)).to(DEVICE)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(48, 3, 8, 8, generator=g).to(DEVICE), torch.randint(0, 5, (48,), generator=g).to(DEVICE)
+    aug = data.GroupedTransform(data.digits_augment(translate=0.25), group_size=4)
+    loader = data.TensorLoader(x, y, 16, transform=aug, drop_last=True, seed=1)
+    cfg = train.TrainConfig(epochs=epochs, lr=3e-3, warmup_epochs=1, checkpoint=str(tmp_path / "ckpt.pt"),
+                            resume=resume, seed=7, **QUIET)
+    history = train.train(model, loader, data.TensorLoader(x, y, 20, shuffle=False), cfg, stop_after=stop_after)
+    return model, history
+
+
+def test_resume_is_bit_identical(tmp_path):
+    full_model, full = _tiny_run(tmp_path / "a")
+    part_model, part = _tiny_run(tmp_path / "b", stop_after=2)
+    assert part["epoch"] == [1, 2] and (tmp_path / "b" / "ckpt.pt").exists()
+    resumed_model, resumed = _tiny_run(tmp_path / "b", resume=True)
+    assert resumed["epoch"] == [1, 2, 3, 4]
+    exact = DEVICE.type == "cpu"  # GPU kernels (atomics in backward) need not be bit-reproducible
+    for key in ("train_loss", "test_loss", "test_acc", "lr", "step_loss"):
+        if exact:
+            assert resumed[key] == full[key], key
+        else:
+            torch.testing.assert_close(torch.tensor(resumed[key]), torch.tensor(full[key]), rtol=1e-4, atol=1e-5)
+    for (name, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
+        if exact:
+            assert torch.equal(a, b), name
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(part_model.head.weight, full_model.head.weight)  # stopping early did stop
+
+
+def test_trains_any_module_and_history_keys():
+    from torchvision.models import VisionTransformer as TorchvisionViT
+
+    torch.manual_seed(0)
+    model = TorchvisionViT(image_size=8, patch_size=4, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
+                           num_classes=3)
+    x, y = torch.randn(24, 3, 8, 8), torch.randint(0, 3, (24,))
+    loader = data.TensorLoader(x.to(DEVICE), y.to(DEVICE), 8)
+    history = train.train(model, loader, loader, train.TrainConfig(epochs=2, **QUIET), device=DEVICE)
+    assert set(history) == {"epoch", "train_loss", "test_loss", "test_acc", "images_per_s", "lr", "time_s", "step_loss"}
+    assert len(history["epoch"]) == 2 and len(history["step_loss"]) == 6
+    assert all(math.isfinite(v) for v in history["train_loss"] + history["images_per_s"])
+
+
+def test_plot_history():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    history = {"epoch": [1, 2], "train_loss": [1.0, 0.5], "test_loss": [1.1, 0.6], "test_acc": [0.5, 0.8]}
+    fig = train.plot_history(history)
+    assert len(fig.axes) == 2
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_recipe_data_shapes():
+    train_loader, test_loader = train.recipe_data("digits", torch.device("cpu"))
+    xb, yb = next(iter(train_loader))
+    assert xb.shape == (64, 1, 8, 8) and yb.shape == (64,) and len(train_loader) == 1437 // 64
+    train_loader, _ = train.recipe_data("cifar", torch.device("cpu"), synthetic=True, batch_size=32)
+    xb, yb = next(iter(train_loader))
+    assert xb.shape == (32, 3, 32, 32) and xb.dtype == torch.float32 and abs(xb.mean().item()) < 1
+
+
+@pytest.mark.slow
+def test_digits_recipe_reaches_98_percent():
+    model, history = train.digits_recipe(progress=False)
+    assert history["test_acc"][-1] >= 0.98, history["test_acc"][-5:]
