@@ -96,7 +96,7 @@ def _blocks(text: str, begin: str, end: str) -> list[str]:
 def _code_sources(path: Path) -> list[str]:
     if path.suffix == ".ipynb":
         nb = json.loads(path.read_text(encoding="utf-8"))
-        return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb["cells"]]
+        return [_join(c["source"]) for c in nb["cells"]]
     return [path.read_text(encoding="utf-8")]
 
 
@@ -130,18 +130,34 @@ def strip_solutions_loose(text: str) -> str:
     return "\n".join(out)
 
 
+def _notebook_text(path: Path) -> str:
+    """Everything a student could read in a notebook: sources, outputs and metadata, as plain lines."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    parts = [json.dumps(nb.get("metadata", {}))]
+    for cell in nb.get("cells", []):
+        parts.append(_join(cell.get("source", "")))
+        parts.append(json.dumps(cell.get("metadata", {})))
+        for output in cell.get("outputs", []):
+            parts.append(_join(output.get("text", "")))
+            parts.extend(_join(v) for v in output.get("data", {}).values() if isinstance(v, (str, list)))
+            parts.extend(_join(v) for v in output.get("traceback", []))
+    return "\n".join(parts)
+
+
+def _join(text: str | list[str]) -> str:
+    return "".join(text) if isinstance(text, list) else text
+
+
 def find_leaks(tree: Path, secrets: set[str]) -> list[str]:
     """Every place in ``tree`` that holds a marker or a secret line."""
     leaks = []
     for path in sorted(p for p in tree.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if path.suffix == ".ipynb":  # compare cell sources and outputs line by line, not JSON-escaped
-            text = json.dumps(json.loads(text), indent=1, ensure_ascii=False).encode().decode("unicode_escape", errors="replace")
+        text = _notebook_text(path) if path.suffix == ".ipynb" else path.read_text(encoding="utf-8", errors="replace")
         rel = path.relative_to(tree)
         for marker in MARKERS:
             if marker in text:
                 leaks.append(f"{rel}: contains the marker {marker!r}")
-        lines = {line.strip().strip('",').strip() for line in text.splitlines()}
+        lines = {line.strip() for line in text.splitlines()}
         for secret in sorted(secrets & lines):
             leaks.append(f"{rel}: contains solution text {secret!r}")
     return leaks
