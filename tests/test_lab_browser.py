@@ -133,6 +133,8 @@ def test_make_lab_opens_start_page_and_runs_a_lecture(tmp_path):
     started = time.monotonic()
     lecture = ROOT / LECTURE
     original = lecture.read_bytes()
+    checkpoints = ROOT / "lectures" / ".ipynb_checkpoints"  # JupyterLab adds one per opened notebook
+    existing_checkpoints = set(checkpoints.iterdir()) if checkpoints.is_dir() else None
     n_code_cells = sum(c.cell_type == "code" for c in nbformat.read(lecture, as_version=4).cells)
 
     port, token = _free_port(), secrets.token_hex(16)
@@ -216,6 +218,11 @@ def test_make_lab_opens_start_page_and_runs_a_lecture(tmp_path):
             lecture.write_bytes(original)
             pytest.fail(f"JupyterLab wrote to {LECTURE}; the original was restored")
         shutil.rmtree(tmp_path / "runtime", ignore_errors=True)
+        if existing_checkpoints is None:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        elif checkpoints.is_dir():
+            for path in set(checkpoints.iterdir()) - existing_checkpoints:
+                path.unlink(missing_ok=True)
     assert server.poll() is not None, "jupyter lab is still running"
     elapsed = time.monotonic() - started
     assert elapsed < 90, f"the browser test took {elapsed:.0f} s (limit 90 s)"
