@@ -33,8 +33,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from course_lib.tasks import TASKS
-
 RERUN_ENV = "COURSE_SUBMISSION_RUN"  # set in the re-run's kernel: make_submission is a no-op there
 NOTEBOOK_RE = re.compile(r"^(?:Copy of |Kopie von |Copie de )*(?P<stem>.+?)(?:\s*\(\d+\)|-checkpoint|-Copy\d+)*$", re.I)
 EXERCISE_RE = re.compile(r"^\d\d_[A-Za-z0-9_]+$")
@@ -42,6 +40,8 @@ EXERCISE_RE = re.compile(r"^\d\d_[A-Za-z0-9_]+$")
 
 def student_modules() -> list[str]:
     """The course_lib files students edit, from the task registry: ``["attention.py", ...]``."""
+    from course_lib.tasks import TASKS
+
     return list(dict.fromkeys(f"{t.module}.py" for t in TASKS))
 
 
