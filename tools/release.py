@@ -39,8 +39,8 @@ COPIED = [
     ("pyproject.toml", "pyproject.toml"),
     ("docs/STUDENT_README.md", "README.md"),
 ]
-# Lines too generic to give anything away: unpacking a shape, punctuation only.
-GENERIC = re.compile(r"^([\w, ]+ = [\w.]+\.shape(\[[-:\d]+\])?|[\W_]*)$")
+# Lines too generic to give anything away: unpacking a shape, a None test, punctuation only.
+GENERIC = re.compile(r"^([\w, ]+ = [\w.]+\.shape(\[[-:\d]+\])?|(el)?if [\w.]+ is (not )?None:|[\W_]*)$")
 TEXT_SUFFIXES = {".py", ".ipynb", ".md", ".txt", ".toml", ".cfg", ".json", ".html", ".yml", ".yaml"}
 
 

@@ -1,0 +1,1 @@
+"""Reference outputs (reference.pt) and the cases that produce them."""
