@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## lab: open the course in JupyterLab at the start page
 lab: venv
-	$(VENV)/bin/jupyter lab lectures/00_start_here.ipynb
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. lectures/00_start_here.ipynb
 
 ## test: every test (unit, release, notebooks, grading, DDP)
 test: venv
