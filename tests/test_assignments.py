@@ -1,0 +1,441 @@
+"""The nbgrader exercises: exercises/ in sync with solutions/, no leaks, points, and grades that are right.
+
+Fast tests read the notebooks. The slow ones execute them: the graded cells of
+every instructor notebook (hidden tests included, as nbgrader autograde runs
+them) against course_lib variants, to check that each task's cells pass exactly
+when that task is right, whatever the state of the other tasks:
+
+* the solutions: every graded cell passes, silently;
+* the student edition (every task a stub): every graded cell fails;
+* only task T solved, every other task a stub: T's cells pass, all others fail;
+* Exercise 1 and 2 extras: a wrong Task 1.1, Tasks 1.1 and 2.2 calling PyTorch's
+  built-in, and correct solutions written differently (einsum in float64, a loop
+  over heads, var/rsqrt) that must get full marks.
+
+The variants of one notebook run in one kernel, one after another (course_lib is
+re-imported from the variant's folder), so the whole matrix takes about a minute.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import textwrap
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import assignments
+import release
+from course_lib.tasks import TASKS, tasks_of_exercise
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "solutions").glob("*.ipynb"))
+HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[ \t]*\n.*?^[ \t]*### END HIDDEN TESTS[ \t]*\n?", re.M | re.S)
+
+
+def _read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def _graded(nb) -> list:
+    return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+
+
+def _exercise_of(path: Path) -> int:
+    return int(path.stem.split("_")[0])
+
+
+def _task_of(grade_id: str) -> str:
+    """'task1_4_hidden' -> '1.4'."""
+    match = re.fullmatch(r"task(\d+)_(\d+)(_\w+)?", grade_id)
+    assert match, f"grade_id {grade_id!r} does not start with a task marker such as task1_4"
+    return f"{match.group(1)}.{match.group(2)}"
+
+
+# --- fast: the notebooks as files -----------------------------------------------------------
+
+def test_one_notebook_per_exercise_in_course_order():
+    exercises = sorted({t.exercise for t in TASKS})
+    assert [_exercise_of(p) for p in NOTEBOOKS] == exercises
+    assert [p.name for p in sorted((ROOT / "exercises").glob("*.ipynb"))] == [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_graded_cells_sum_to_the_task_points(path):
+    nb = _read(path)
+    points: dict[str, int] = {}
+    for cell in _graded(nb):
+        meta = cell.metadata.nbgrader
+        assert meta["locked"] and not meta["solution"] and cell.cell_type == "code", meta["grade_id"]
+        assert meta["points"] > 0, meta["grade_id"]
+        task = _task_of(meta["grade_id"])
+        points[task] = points.get(task, 0) + meta["points"]
+    assert points == {t.id: t.points for t in tasks_of_exercise(_exercise_of(path))}
+
+
+def test_grade_ids_are_unique():
+    """Graded cells across the course; every nbgrader cell (the locked helpers too) within its notebook."""
+    graded = [c.metadata.nbgrader["grade_id"] for p in NOTEBOOKS for c in _graded(_read(p))]
+    assert len(graded) == len(set(graded)), sorted(i for i in graded if graded.count(i) > 1)
+    for path in NOTEBOOKS:
+        ids = [c.metadata.nbgrader["grade_id"] for c in _read(path).cells if "nbgrader" in c.metadata]
+        assert len(ids) == len(set(ids)), path.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_graded_cells_never_end_in_an_expression(path):
+    """nbgrader reads a number shown by a test cell as partial credit: every graded cell ends in a statement."""
+    for folder in ("solutions", "exercises"):
+        for cell in _graded(_read(ROOT / folder / path.name)):
+            body = ast.parse(cell.source).body
+            name = cell.metadata.nbgrader["grade_id"]
+            if body:  # a hidden-only cell is empty in the student's notebook
+                assert not isinstance(body[-1], ast.Expr), f"{folder}/{path.name} {name}: the last statement is an expression"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_layout(path):
+    """Badge and set-up first, autoreload next, a self-check before each task's tests, a guarded submission."""
+    nb = _read(path)
+    assert nb.cells[0].metadata.get("tags") == ["course-badge"] and nb.cells[1].metadata.get("tags") == ["course-setup"]
+    assert "%autoreload 2" in nb.cells[2].source
+    sources = [c.source for c in nb.cells]
+    for task in tasks_of_exercise(_exercise_of(path)):
+        check = sources.index(f'results = check("{task.id}")')
+        first_test = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id", "").startswith(task.marker))
+        assert check < first_test, task.id
+        assert f"course_lib/{task.module}.py" in "".join(sources[:check]), f"Task {task.id}: the text should say where to write it"
+    submit = nb.cells[-1].source
+    assert "make_submission(STUDENT_ID)" in submit and 'STUDENT_ID = ""' in submit and "if STUDENT_ID:" in submit
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_solution_outputs_are_clean(path):
+    """Stored outputs for nbval: no errors, no stderr except progress bars, no timing metadata; graded cells silent."""
+    for cell in _read(path).cells:
+        if cell.cell_type != "code":
+            continue
+        assert "execution" not in cell.metadata
+        ignored = "nbval-ignore-output" in cell.metadata.get("tags", [])
+        for out in cell.outputs:
+            assert out.output_type != "error", cell.source[:80]
+            assert ignored or not (out.output_type == "stream" and out.name == "stderr"), cell.source[:80]
+        if "nbgrader" in cell.metadata:
+            assert cell.outputs == [], cell.metadata.nbgrader["grade_id"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercise_is_the_solution_without_hidden_tests(path):
+    """Cell by cell: same cells and ids; graded and helper cells equal the instructor's minus the hidden
+    part; no outputs; every other cell unchanged."""
+    solution, exercise = _read(path), _read(ROOT / "exercises" / path.name)
+    assert [c.get("id") for c in exercise.cells] == [c.get("id") for c in solution.cells]
+    for s, e in zip(solution.cells, exercise.cells):
+        expected = HIDDEN.sub("", s.source) if "nbgrader" in s.metadata else s.source
+        assert e.source.rstrip() == expected.rstrip(), s.get("id")
+        if e.cell_type == "code":
+            assert e.outputs == [] and e.execution_count is None
+        if "nbgrader" in s.metadata:
+            assert e.metadata.nbgrader["grade_id"] == s.metadata.nbgrader["grade_id"]
+            assert e.metadata.nbgrader.get("points") == s.metadata.nbgrader.get("points")
+            assert "checksum" in e.metadata.nbgrader and e.metadata["editable"] is False
+
+
+def test_no_solution_or_hidden_test_text_in_exercises():
+    secrets = release.secret_lines()
+    hidden = {line.strip() for p in NOTEBOOKS for c in _read(p).cells for block in HIDDEN.findall(c.source)
+              for line in block.splitlines()[1:-1] if len(line.strip()) >= 12}
+    assert hidden, "the instructor notebooks should hold hidden tests"
+    assert release.find_leaks(ROOT / "exercises", secrets) == []
+    visible = {line.strip() for p in NOTEBOOKS for c in _read(p).cells for line in HIDDEN.sub("", c.source).splitlines()}
+    for path in sorted((ROOT / "exercises").glob("*.ipynb")):
+        text = path.read_text(encoding="utf-8")
+        assert "HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text
+        for cell in _read(path).cells:
+            if "nbgrader" in cell.metadata:  # hidden lines may reappear only where the visible tests have them too
+                leaked = {line.strip() for line in cell.source.splitlines()} & (hidden - visible)
+                assert not leaked, f"{path.name}: hidden test lines {sorted(leaked)[:3]}"
+
+
+def test_nbgrader_config_maps_the_course():
+    config = assignments.load_config(ROOT, ROOT / "grading")
+    assert config.CourseDirectory.course_id == "vit-basics"
+    assert config.CourseDirectory.source_directory == "source" and config.CourseDirectory.release_directory == "release"
+    assert "NotImplementedError" in config.ClearSolutions.code_stub["python"]
+    assert assignments.assignment_ids(ROOT) == [p.stem for p in NOTEBOOKS]
+
+
+# --- slow: nbgrader and the executed notebooks ------------------------------------------------
+
+@pytest.mark.slow
+def test_exercises_are_in_sync_with_solutions():
+    """The drift test: `python tools/assignments.py` (make release) would change nothing."""
+    assert assignments.check_exercises(ROOT) == []
+
+
+@pytest.mark.slow
+def test_generate_exercises_writes_a_fresh_checkout(tmp_path):
+    """generate_exercises on a copy regenerates the committed notebooks byte for byte and removes stale ones."""
+    for name in ("solutions", "course_lib", "tools"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("nbgrader_config.py", "course.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "exercises").mkdir()
+    (tmp_path / "exercises" / "99_stale.ipynb").write_text("{}")
+    written = assignments.generate_exercises(tmp_path)
+    assert [p.name for p in written] == [p.name for p in NOTEBOOKS]
+    assert not (tmp_path / "exercises" / "99_stale.ipynb").exists()
+    for path in written:
+        assert path.read_bytes() == (ROOT / "exercises" / path.name).read_bytes(), path.name
+
+
+# The course_lib variants. Replacement bodies for one task's solution block (indented by the block).
+VARIANT_BODIES = {
+    "1.1 wrong scale": ("1.1", """
+        scores = q @ k.transpose(-2, -1) / q.shape[-1]  # wrong: d instead of sqrt(d)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        return weights @ v, weights
+        """),
+    "1.1 calls F.sdpa": ("1.1", """
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).nan_to_num(0.0), weights
+        """),
+    "1.1 einsum in float64": ("1.1", """
+        scores = torch.einsum("...nd,...md->...nm", q.double(), k.double()) / q.shape[-1] ** 0.5
+        if mask is not None:
+            scores = scores.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else scores + mask
+        weights = scores.softmax(dim=-1)
+        weights = torch.where(weights.isnan(), torch.zeros_like(weights), weights).to(q.dtype)
+        return torch.einsum("...nm,...me->...ne", weights, v), weights
+        """),
+    "1.4 loop over heads": ("1.4", """
+        B, N, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=-1)  # each (B, N, D), the heads side by side
+        if mask is not None and mask.dim() == 4:  # (B or 1, h or 1, N, N): one mask per head
+            head_masks = [mask[:, min(i, mask.shape[1] - 1)] for i in range(self.heads)]
+        else:
+            head_masks = [mask] * self.heads
+        outs, weights = [], []
+        for i in range(self.heads):
+            cols = slice(i * self.head_dim, (i + 1) * self.head_dim)
+            o, w = scaled_dot_product_attention(q[..., cols], k[..., cols], v[..., cols], head_masks[i])
+            outs.append(o)
+            weights.append(w)
+        out = self.proj(torch.cat(outs, dim=-1))  # (B, N, D)
+        return (out, torch.stack(weights, dim=1)) if need_weights else out
+        """),
+    "2.2 calls F.layer_norm": ("2.2", """
+        return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
+        """),
+    "2.2 var and rsqrt": ("2.2", """
+        centred = x - x.mean(dim=-1, keepdim=True)
+        return centred * torch.rsqrt(x.var(dim=-1, unbiased=False, keepdim=True) + self.eps) * self.weight + self.bias
+        """),
+}
+
+
+def _course_lib_variant(dest: Path, solved: set[str], replace: tuple[str, str] | None = None) -> Path:
+    """A copy of the instructor's course_lib under ``dest`` with every task not in ``solved`` a stub
+    (as in the student edition) and, optionally, one task's solution replaced by other code."""
+    src = ROOT / "course_lib"
+    for path in sorted(src.rglob("*")):
+        if "__pycache__" in path.parts or path.is_dir():
+            continue
+        out = dest / "course_lib" / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix != ".py":
+            shutil.copy2(path, out)
+            continue
+        lines, task, inside = [], None, False
+        for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+            stripped = line.strip()
+            if stripped == release.BEGIN:
+                inside, indent = True, line[: len(line) - len(line.lstrip())]
+                if replace and replace[0] == task:
+                    lines.append(textwrap.indent(textwrap.dedent(replace[1]).strip("\n") + "\n", indent))
+                elif task not in solved:
+                    lines.append(f'{indent}raise not_implemented("{task}")\n')
+            elif stripped == release.END:
+                inside = False
+            elif inside:
+                if task in solved and not (replace and replace[0] == task):
+                    lines.append(line)
+            else:
+                if match := release.TASK_LINE.match(line):
+                    task = match.group(1)
+                lines.append(line)
+        out.write_text("".join(lines), encoding="utf-8")
+    return dest
+
+
+SWITCH = """
+import sys
+for _name in [m for m in sys.modules if m == "course_lib" or m.startswith("course_lib.")]:
+    del sys.modules[_name]
+sys.path[:] = [p for p in sys.path if not p.startswith({base!r})]
+sys.path.insert(0, {root!r})
+import course_lib
+assert course_lib.__file__.startswith({root!r}), course_lib.__file__
+"""
+
+
+def _grade_variants(notebook: Path, variants: dict[str, Path], workdir: Path) -> tuple[dict[str, dict[str, bool]], dict]:
+    """Run the locked cells of ``notebook`` (helpers, graded tests with their hidden parts) once per
+    course_lib variant, in one kernel, and grade every graded cell as nbgrader does.
+
+    Returns:
+        ({variant: {grade_id: passed}}, {"seconds": {grade_id: worst time}, "outputs": {...}}).
+    """
+    from nbclient import NotebookClient
+    from nbgrader.utils import determine_grade
+
+    source = _read(notebook)
+    locked = [c for c in source.cells if "nbgrader" in c.metadata]
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = source.metadata
+    owners = []
+    base = str(workdir)
+    for name, root in variants.items():
+        nb.cells.append(nbformat.v4.new_code_cell(SWITCH.format(base=base, root=str(root))))
+        owners.append((name, None))
+        for cell in locked:
+            nb.cells.append(nbformat.v4.new_code_cell(cell.source, metadata=json.loads(json.dumps(cell.metadata))))
+            owners.append((name, cell.metadata.nbgrader["grade_id"]))
+    run_dir = workdir / "run"
+    run_dir.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["NBGRADER_EXECUTION"] = "autograde"
+    client = NotebookClient(nb, timeout=30, kernel_name="python3", allow_errors=True, record_timing=True,
+                            resources={"metadata": {"path": str(run_dir)}})
+    with client.setup_kernel(env=env):
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+    grades: dict[str, dict[str, bool]] = {}
+    info = {"seconds": {}, "failures": {}}
+    for (variant, grade_id), cell in zip(owners, nb.cells):
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        if grade_id is None or not cell.metadata.nbgrader.get("grade"):
+            assert not errors, f"{variant}: set-up or helper cell failed: {errors[0].ename}: {errors[0].evalue}"
+            continue
+        score, max_score = determine_grade(cell)
+        grades.setdefault(variant, {})[grade_id] = score == max_score
+        if score != max_score:
+            info["failures"][(variant, grade_id)] = (errors[0].ename + ": " + errors[0].evalue) if errors else cell.outputs
+        timing = cell.metadata.get("execution", {})
+        if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
+            from datetime import datetime
+
+            t0, t1 = (datetime.fromisoformat(timing[k].replace("Z", "+00:00")) for k in ("iopub.execute_input", "shell.execute_reply"))
+            info["seconds"][grade_id] = max(info["seconds"].get(grade_id, 0.0), (t1 - t0).total_seconds())
+    return grades, info
+
+
+def _expected(notebook_cells: list[str], passing_tasks: set[str]) -> dict[str, bool]:
+    return {g: _task_of(g) in passing_tasks for g in notebook_cells}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_grades_are_right(path, student_edition, tmp_path):
+    """Each task's graded cells pass exactly when that task is right, whatever the other tasks' state."""
+    exercise = _exercise_of(path)
+    own = [t.id for t in tasks_of_exercise(exercise)]
+    all_tasks = {t.id for t in TASKS}
+    variants = {"solutions": ROOT, "student edition": student_edition}
+    expected_pass = {"solutions": set(own), "student edition": set()}
+    for task in own:
+        name = f"only {task} solved"
+        variants[name] = _course_lib_variant(tmp_path / name.replace(" ", "_"), {task})
+        expected_pass[name] = {task}
+    for name, (task, body) in VARIANT_BODIES.items():
+        if task in own:
+            variants[name] = _course_lib_variant(tmp_path / name.replace(" ", "_").replace(".", "_"), all_tasks, (task, body))
+            wrong = "wrong" in name or "calls" in name
+            expected_pass[name] = set(own) - {task} if wrong else set(own)
+    start = time.perf_counter()
+    grades, info = _grade_variants(path, variants, tmp_path)
+    seconds = time.perf_counter() - start
+    grade_ids = [c.metadata.nbgrader["grade_id"] for c in _graded(_read(path))]
+    for variant in variants:
+        expected = _expected(grade_ids, expected_pass[variant])
+        wrong = {g: grades[variant][g] for g in grade_ids if grades[variant][g] != expected[g]}
+        details = {g: info["failures"].get((variant, g), "passed") for g in wrong}
+        assert not wrong, f"{path.stem}, {variant}: cells graded wrongly (True = passed): {wrong}\n{details}"
+    slow = {g: s for g, s in info["seconds"].items() if s > 5}
+    assert not slow, f"graded cells slower than 5 s: {slow}"
+    print(f"{path.stem}: {len(variants)} course_lib variants graded in {seconds:.1f} s; slowest cell {max(info['seconds'].values()):.2f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_exercise_runs_in_the_student_edition(path, student_edition, tmp_path):
+    """The released notebook, opened where a student clones the course: the set-up cell finds course_lib,
+    the self-checks report TODO, every graded cell fails with the task's NotImplementedError, and
+    nothing else breaks. Run as nbgrader autograde runs it (NBGRADER_EXECUTION set: demos skipped)."""
+    from nbclient import NotebookClient
+
+    course = shutil.copytree(student_edition, tmp_path / "student")
+    nb = _read(course / "exercises" / path.name)
+    env = dict(os.environ, NBGRADER_EXECUTION="autograde")
+    env.pop("PYTHONPATH", None)
+    client = NotebookClient(nb, timeout=30, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(course / "exercises")}})
+    start = time.perf_counter()
+    with client.setup_kernel(env=env):
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+    seconds = time.perf_counter() - start
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            visible = bool(ast.parse(cell.source).body)
+            if visible:
+                assert errors and errors[0].ename == "NotImplementedError", (grade_id, errors)
+                assert f"Task {_task_of(grade_id)} " in errors[0].evalue, errors[0].evalue
+        else:
+            assert not errors, (cell.source[:80], errors and errors[0].evalue)
+    setup = next(c for c in nb.cells if "course-setup" in c.metadata.get("tags", []))
+    assert "Device: cpu" in "".join(o.get("text", "") for o in setup.outputs)
+    print(f"{path.stem}: student edition notebook ran in {seconds:.1f} s")
+    assert seconds < 120
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_autograde_run_of_the_solutions(path, tmp_path):
+    """The whole instructor notebook as autograde runs it (NBGRADER_EXECUTION set, 30 s per cell): every
+    graded cell passes and prints nothing; the set-up and demo cells do not fail."""
+    from nbclient import NotebookClient
+    from nbgrader.utils import determine_grade
+
+    nb = _read(path)
+    env = dict(os.environ, NBGRADER_EXECUTION="autograde")
+    client = NotebookClient(nb, timeout=30, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(ROOT / "solutions")}})
+    start = time.perf_counter()
+    with client.setup_kernel(env=env):
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+    seconds = time.perf_counter() - start
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        assert not [o for o in cell.outputs if o.output_type == "error"], cell.source[:120]
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            assert cell.outputs == [], (cell.metadata.nbgrader["grade_id"], cell.outputs)
+            score, max_score = determine_grade(cell)
+            assert score == max_score
+    print(f"{path.stem}: autograde-style run in {seconds:.1f} s")
