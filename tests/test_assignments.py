@@ -8,9 +8,9 @@ when that task is right, whatever the state of the other tasks:
 * the solutions: every graded cell passes, silently;
 * the student edition (every task a stub): every graded cell fails;
 * only task T solved, every other task a stub: T's cells pass, all others fail;
-* Exercise 1 and 2 extras: a wrong Task 1.1, Tasks 1.1 and 2.2 calling PyTorch's
-  built-in, and correct solutions written differently (einsum in float64, a loop
-  over heads, var/rsqrt) that must get full marks.
+* extras: a wrong Task 1.1, Tasks 1.1 and 2.2 calling PyTorch's built-in, and
+  correct solutions written differently (einsum in float64, a loop over heads,
+  var/rsqrt, the float32 sinusoid of the PyTorch tutorial) that must get full marks.
 
 The variants of one notebook run in one kernel, one after another (course_lib is
 re-imported from the variant's folder), so the whole matrix takes about a minute.
@@ -233,6 +233,14 @@ VARIANT_BODIES = {
             weights.append(w)
         out = self.proj(torch.cat(outs, dim=-1))  # (B, N, D)
         return (out, torch.stack(weights, dim=1)) if need_weights else out
+        """),
+    "3.3 float32 tutorial formula": ("3.3", """
+        position = torch.arange(num_positions).unsqueeze(1)  # (N, 1)
+        div_term = torch.exp(torch.arange(0, dim, 2) * (-torch.tensor(base).log() / dim))  # (D/2,), float32
+        pe = torch.zeros(num_positions, dim)
+        pe[:, 0::2] = torch.sin(position * div_term)
+        pe[:, 1::2] = torch.cos(position * div_term)
+        return pe
         """),
     "2.2 calls F.layer_norm": ("2.2", """
         return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
