@@ -164,14 +164,15 @@ def ids_from_filename(name: str, assignments: list[str]) -> tuple[str | None, st
 
     ``jsmith_12345_678_submission_jsmith_01_attention.zip`` (Canvas) gives
     ``("jsmith", "jsmith", "01_attention")``; ``submission_jsmith_01_attention (1).zip`` gives
-    ``(None, "jsmith", "01_attention")``.
+    ``(None, "jsmith", "01_attention")``; Moodle's ``Jane Smith_123456_assignsubmission_file_<name>``
+    gives the id in ``<name>``, else ``"Jane-Smith"``.
     """
     stem = re.sub(r"\.(zip|ipynb)$", "", Path(name).name, flags=re.I)
-    login = None
+    login = full_name = None
     if m := CANVAS_PREFIX.match(stem):
         login, rest = m.group("login"), m.group("rest")
-    elif m := MOODLE_PREFIX.match(stem):
-        login, rest = _safe_id(m.group("name")), m.group("rest")
+    elif m := MOODLE_PREFIX.match(stem):  # Moodle prefixes the full name, not an id
+        full_name, rest = _safe_id(m.group("name")), m.group("rest")
     else:
         rest = stem
     rest = normalise_notebook_name(rest)
@@ -187,7 +188,8 @@ def ids_from_filename(name: str, assignments: list[str]) -> tuple[str | None, st
                 break
     if aid is not None and assignments and aid not in assignments:
         aid = next((a for a in assignments if aid.startswith(a)), aid)
-    return login, (_safe_id(sid) if sid else None), aid
+    sid = _safe_id(sid) if sid else full_name
+    return login, sid, aid
 
 
 def match_assignment(nb: dict, grade_ids: dict[str, set[str]]) -> str | None:
@@ -451,6 +453,7 @@ def hidden_test_lines(root: Path, assignments: list[str] | None = None) -> set[s
                 elif HIDDEN_END in s:
                     inside = False
                 elif s and not s.startswith("#"):
+                    s = re.sub(r"\s+#.*$", "", s)  # the same code with another comment is not a secret
                     (hidden if inside else public).add(s)
     return {s for s in hidden - public if len(s) >= 8}
 
@@ -511,9 +514,13 @@ def __course_guard_install(key, submission_dir):
 
     def restore():
         changed = []
-        for owner, name, value, code in saved:
+        for i, (owner, name, value, code) in enumerate(saved):
             now = vars(owner).get(name, MISSING)
             if now is not value:
+                if now is not MISSING and getattr(now, "__wrapped__", None) is value and not from_submission(now):
+                    # torch wraps some of its own functions later (torch._dynamo: torch.manual_seed)
+                    saved[i] = (owner, name, now, getattr(now, "__code__", None))
+                    continue
                 changed.append(f"{getattr(owner, '__name__', owner)}.{name}")
                 if now is not MISSING:
                     fakes[id(now)] = (now, value)
@@ -546,16 +553,18 @@ def __course_guard_install(key, submission_dir):
             return (value.__module__ or "").startswith("course_lib")
         return id(value) in fakes
 
-    def keep(names):
-        # remember the test helpers a locked cell defined; returns the names whose value came from the submission
+    def keep(defined, bound):
+        # remember the test helpers a locked cell defined (def/class) or bound (=, import); returns the
+        # names whose value came from the submission: a definition replaced by its code, or a replaced function
         ns, bad = user_ns(), []
-        for name in names:
+        for name in list(defined) + list(bound):
             if name not in ns:
                 continue
-            if from_submission(ns[name]):
+            value = ns[name]
+            if (name in defined and from_submission(value)) or (id(value) in fakes and fakes[id(value)][0] is value):
                 bad.append(name)
             else:
-                helpers[name] = ns[name]
+                helpers[name] = value
         return bad
 
     mod = types.ModuleType(key)
@@ -565,26 +574,26 @@ def __course_guard_install(key, submission_dir):
 '''
 
 
-def defined_names(source: str) -> list[str]:
-    """Top-level names a cell defines (functions, classes, assignments, imports); [] if it does not parse."""
+def defined_names(source: str) -> tuple[list[str], list[str]]:
+    """Top-level names of a cell: (defined by def/class, bound by assignments and imports)."""
     import ast
 
     lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
     try:
         tree = ast.parse("\n".join(lines))
     except SyntaxError:
-        return []
-    names = []
+        return [], []
+    defined, bound = [], []
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.append(node.name)
+            defined.append(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:
-                names.extend(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+                bound.extend(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.extend((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
-    return list(dict.fromkeys(names))
+            bound.extend((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
+    return list(dict.fromkeys(defined)), list(dict.fromkeys(bound))
 
 
 def _worker_classes():
@@ -705,14 +714,15 @@ def _worker_classes():
         def _keep_helpers(self, cell, name: str) -> None:
             """After a helper cell: remember its definitions; if the submission replaced any of them
             (or a function they captured) while the cell ran, restore and run the cell again."""
-            names = defined_names(cell.source)
+            defined, bound = defined_names(cell.source)
+            keep = f"keep({defined!r}, {bound!r})"
             try:
                 replaced = self._restore()
-                bad = self._guard_call(f"keep({names!r})")
+                bad = self._guard_call(keep)
                 if replaced or bad:
                     self._restore()
                     run_sync(self._async_silent)(cell.source)
-                    bad = self._guard_call(f"keep({names!r})")
+                    bad = self._guard_call(keep)
                     self.events.append(f"{name}: the submission replaced {', '.join((replaced + bad)[:5])} while the "
                                        "test helpers were defined; restored and defined again")
                     if bad:
@@ -1122,8 +1132,13 @@ def grade(submissions: Path, out: Path, jobs: int = 2, assignments: list[str] | 
     Returns the rows of ``out/grades.csv`` as dicts.
     """
     _setup_paths(root)
+    import warnings
+
     import nbformat
+    from sqlalchemy.exc import SAWarning
     from tqdm.auto import tqdm
+
+    warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's Gradebook API, harmless
 
     import assignments as assignments_tool
 
@@ -1341,9 +1356,14 @@ def write_csv(path: Path, rows: dict[str, Row], graded_assignments: list[str],
 # Benchmark: serial `nbgrader autograde` vs this script
 # =================================================================================================
 
-def benchmark(n: int, zip_path: Path | None, jobs: int, root: Path = ROOT) -> dict:
-    """Time N copies of one submission: serial ``nbgrader autograde`` (one student at a time,
-    as nbgrader does it) vs ``grade()`` with ``jobs`` processes. Prints and returns the timings."""
+def benchmark(n: int, zip_path: Path | None, jobs: int, root: Path = ROOT, assignment: str = "01_attention") -> dict:
+    """Time N copies of one submission (default: the solutions of ``assignment``).
+
+    Serial: plain ``nbgrader autograde`` then ``nbgrader generate_feedback``, one student at a
+    time, on a staged course directory (what nbgrader offers). Parallel: ``grade()`` with
+    ``jobs`` processes, which also collects the zips and writes grades.csv. Prints and returns
+    the timings.
+    """
     _setup_paths(root)
     import assignments as assignments_tool
 
@@ -1352,42 +1372,51 @@ def benchmark(n: int, zip_path: Path | None, jobs: int, root: Path = ROOT) -> di
         if zip_path is None:
             import make_corpus
 
-            zip_path = make_corpus.build_solution_zip(work / "sol", "bench")
+            sc = make_corpus.Scenario("bench", assignment, "the solutions")
+            zip_path = make_corpus.build(work / "sol", [sc], root=root)["bench"]
         aid = read_submission_file(zip_path, assignments_tool.assignment_ids(root), {})[0].assignment
         folder = work / "submissions"
         folder.mkdir()
-        for i in range(n):
-            shutil.copyfile(zip_path, folder / f"submission_student{i:03d}_{aid}.zip")
-        # serial: plain nbgrader on a staged course directory, one `nbgrader autograde` per student
+        with zipfile.ZipFile(zip_path) as zf:
+            members = {name: zf.read(name) for name in zf.namelist()}
+        for i in range(n):  # N students: the same files, each zip with its own student id
+            with zipfile.ZipFile(folder / f"submission_student{i:03d}_{aid}.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+                for name, data in members.items():
+                    if name == "submission.json":
+                        data = json.dumps({**json.loads(data), "student_id": f"student{i:03d}"}).encode()
+                    zf.writestr(name, data)
+        # serial: plain nbgrader on a staged course directory, one student at a time
         course = work / "serial"
         stub_lib = student_edition_lib(root, work / "student_edition")
         stage_template(root, course, [aid], stub_lib)
         for i in range(n):
             sub = read_submission_file(folder / f"submission_student{i:03d}_{aid}.zip", [aid], {})[0]
-            sub.student = f"student{i:03d}"
-            sub.assignment = aid
+            sub.student, sub.assignment = f"student{i:03d}", aid
             write_submitted(sub, course, stub_lib)
-        config = course / "nbgrader_config.py"
-        config.write_text(
+        (course / "nbgrader_config.py").write_text(
             "c = get_config()\n"
             f"c.CourseDirectory.root = {str(course)!r}\n"
             f"c.Autograde.exclude_overwriting = {{{aid!r}: {[f'course_lib/{m}' for m in student_modules(root)]!r}}}\n"
             "c.Execute.timeout = 60\n")
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         nbgrader = [sys.executable, "-m", "nbgrader"]
         t0 = time.time()
         for i in range(n):
             sid = f"student{i:03d}"
-            subprocess.run([*nbgrader, "autograde", aid, "--student", sid, "--force"], cwd=course, env={
-                **env, "PYTHONPATH": str(course / "autograded" / sid / aid)}, check=False, capture_output=True)
+            run_env = {**env, "PYTHONPATH": str(course / "autograded" / sid / aid)}
+            for step in ("autograde", "generate_feedback"):
+                subprocess.run([*nbgrader, step, aid, "--student", sid, "--force"], cwd=course, env=run_env,
+                               check=False, capture_output=True)
         serial = time.time() - t0
+        with_feedback = len(list((course / "feedback").rglob("*.html")))
         t0 = time.time()
         table = grade(folder, work / "parallel", jobs=jobs, assignments=[aid], root=root, progress=False)
         parallel = time.time() - t0
-        totals = sorted({r["total"] for r in table})
-        result = {"submissions": n, "assignment": aid, "serial_nbgrader_s": round(serial, 1),
-                  f"grade_py_jobs{jobs}_s": round(parallel, 1), "speedup": round(serial / parallel, 2),
-                  "per_submission_serial_s": round(serial / n, 2), "totals_seen": totals}
+        result = {"submissions": n, "assignment": aid, "cpus": os.cpu_count(),
+                  "serial_nbgrader_s": round(serial, 1), f"grade_py_jobs{jobs}_s": round(parallel, 1),
+                  "speedup": round(serial / parallel, 2), "serial_per_submission_s": round(serial / n, 2),
+                  f"grade_py_jobs{jobs}_per_submission_s": round(parallel / n, 2),
+                  "serial_feedback_pages": with_feedback, "grade_py_totals": sorted({r["total"] for r in table})}
         print(json.dumps(result, indent=1))
         return result
     finally:
@@ -1417,7 +1446,7 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(job)
         return 0
     if args.benchmark:
-        benchmark(args.benchmark, args.submissions, args.jobs, args.root.resolve())
+        benchmark(args.benchmark, args.submissions, args.jobs, args.root.resolve(), (args.assignment or ["01_attention"])[0])
         return 0
     if args.submissions is None or not args.submissions.is_dir():
         parser.error(f"SUBMISSIONS must be a folder of zips (got {args.submissions}); e.g. make grade SUBMISSIONS=~/Downloads/01_attention")

@@ -121,7 +121,10 @@ weights = scores.softmax(dim=-1)
 weights = torch.where(torch.isnan(weights), torch.zeros_like(weights), weights)  # fully masked rows
 return torch.einsum("...nm,...md->...nd", weights, v), weights
 """
-FLOAT64_SDPA = """
+NOISY_FLOAT64_SDPA = """
+import sys, warnings
+warnings.warn("Task 1.1: a student's debugging warning", UserWarning)
+print("debug: computing attention in float64", file=sys.stderr)
 dtype = q.dtype
 q64, k64, v64 = q.double(), k.double(), v.double()
 scores = q64 @ k64.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., N, M) in float64
@@ -129,16 +132,6 @@ if mask is not None:
     scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.double()
 weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
 return (weights @ v64).to(dtype), weights.to(dtype)
-"""
-NOISY_SDPA = """
-import sys, warnings
-warnings.warn("Task 1.1: a student's debugging warning", UserWarning)
-print("debug: computing attention", file=sys.stderr)
-scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., N, M)
-if mask is not None:
-    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
-return weights @ v, weights
 """
 HEAD_LOOP_MHA = """
 B, N, D = x.shape
@@ -268,8 +261,8 @@ def scenarios_01(a: str = "01_attention") -> list[Scenario]:
         Scenario("sol_real", a, "the solutions, zipped by course_lib.submit.make_submission (executed notebook)", via_make_submission=True),
         Scenario("alt_correct", a, "correct, written differently: einsum attention, a loop over heads",
                  bodies={"1.1": EINSUM_SDPA, "1.4": HEAD_LOOP_MHA}),
-        Scenario("alt_float64", a, "correct: float64 inside attention", bodies={"1.1": FLOAT64_SDPA}),
-        Scenario("noisy", a, "correct, but prints to stderr and raises a UserWarning in Task 1.1", bodies={"1.1": NOISY_SDPA}),
+        Scenario("noisy", a, "correct, float64 inside Task 1.1, which also warns and prints to stderr",
+                 bodies={"1.1": NOISY_FLOAT64_SDPA}),
         Scenario("no_scale", a, "Task 1.1 forgets the 1/sqrt(d)", bodies={"1.1": NO_SCALE_SDPA}),
         Scenario("causal_triu", a, "Task 1.2 masks the past instead of the future", bodies={"1.2": CAUSAL_TRIU}),
         Scenario("stubs", a, "nothing done: the student edition's stubs", default=STUB),
@@ -295,12 +288,13 @@ def scenarios_01(a: str = "01_attention") -> list[Scenario]:
     ]
 
 
-def scenarios_other(assignments: list[str]) -> list[Scenario]:
-    """One full-marks and one nothing-done submission per other exercise, plus specific bugs."""
+def scenarios_other(assignments: list[str], stubs: bool = True) -> list[Scenario]:
+    """One full-marks (and one nothing-done) submission per other exercise, plus specific bugs."""
     out = []
     for a in assignments:
         out.append(Scenario(f"sol_{a[:2]}", a, f"{a}: the solutions"))
-        out.append(Scenario(f"stubs_{a[:2]}", a, f"{a}: nothing done", default=STUB))
+        if stubs:
+            out.append(Scenario(f"stubs_{a[:2]}", a, f"{a}: nothing done", default=STUB))
         if a.startswith("02"):
             out.append(Scenario("unbiased_var", a, "Task 2.2 uses the unbiased variance (divides by D - 1)",
                                 bodies={"2.2": UNBIASED_LN}))
@@ -335,12 +329,22 @@ def fill_notebook(released: str, solution: Path, student: str, solved: bool):
     return nb
 
 
-def build(out: Path, scenarios: list[Scenario], root: Path = ROOT, released: dict[str, str] | None = None) -> dict[str, Path]:
-    """Write one zip per scenario into ``out``; returns student -> zip path."""
-    import release
+def build(out: Path, scenarios: list[Scenario], root: Path = ROOT, student_edition: Path | None = None) -> dict[str, Path]:
+    """Write one zip per scenario into ``out``; returns student -> zip path.
 
+    Args:
+        out: folder for the zips.
+        scenarios: what to build.
+        root: the instructor repository (course_lib with solutions, solutions/).
+        student_edition: a built student edition (``make release``): its exercise notebooks are
+            the ones students fill in (default: generated from ``solutions/`` in a temporary folder).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    released = released or exercise_notebooks(root)
+    released = {}
+    if student_edition is not None:
+        released = {p.stem: p.read_text(encoding="utf-8") for p in (student_edition / "exercises").glob("*.ipynb")}
+    if any(sc.assignment not in released for sc in scenarios):  # not released yet: generate it
+        released = {**exercise_notebooks(root), **released}
     sources = {m: (root / "course_lib" / m).read_text(encoding="utf-8") for m in _modules(root)}
     task_module = {}
     from grade import course_module
@@ -385,7 +389,7 @@ def _via_make_submission(sc: Scenario, nb, files: dict[str, str], zip_path: Path
     """A student's checkout (student edition + their files), then make_submission for real."""
     import release
 
-    from course_lib.submit import make_submission
+    from course_lib.submit import make_submission  # noqa: E402 (imports torch: only here)
 
     with tempfile.TemporaryDirectory(prefix="corpus-checkout-") as tmp:
         checkout = Path(tmp) / "vit-basics"

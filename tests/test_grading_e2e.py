@@ -1,0 +1,291 @@
+"""Grading a class, end to end: make release -> the students' zips -> tools/grade.py -> grades.csv and feedback.
+
+The corpus (``tools/make_corpus.py``, listed in ``tests/submissions/README.md``) is generated
+from the current sources, so it follows every change of the notebooks and course_lib. Each
+student's score per task is asserted exactly. The fast tests at the end check the grader's
+pieces (file names, renamed notebooks, deleted cells, hidden tests in feedback) on their own.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import grade
+import make_corpus
+import release
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK_POINTS = {t.marker: t.points for t in grade.course_module("tasks").TASKS}
+
+
+def full(exercise: int, **lost: int) -> dict[str, int]:
+    """Full marks of an exercise, minus the tasks named (task1_2=0 sets Task 1.2 to 0)."""
+    scores = {t: p for t, p in TASK_POINTS.items() if t.startswith(f"task{exercise}_")}
+    scores.update(lost)
+    return scores
+
+
+def zero(exercise: int) -> dict[str, int]:
+    return {t: 0 for t in full(exercise)}
+
+
+# student -> (assignment, exact points per task, what the status says)
+EXPECTED_01 = {
+    "sol_real": (full(1), "graded"),  # made by course_lib.submit.make_submission
+    "alt_correct": (full(1), "graded"),  # einsum attention, a loop over heads
+    "noisy": (full(1), "graded"),  # float64 inside; a UserWarning and stderr output in Task 1.1
+    "no_scale": (full(1, task1_1=0), "graded"),  # no 1/sqrt(d)
+    "causal_triu": (full(1, task1_2=0), "graded"),
+    "stubs": (zero(1), "graded"),
+    "loop": (full(1, task1_2=0), "graded"),  # infinite loop: timed out and interrupted
+    "segfault": (full(1, task1_2=0), "graded (kernel crashed or hung)"),
+    "os_exit": (full(1, task1_2=0), "graded (kernel crashed or hung)"),
+    "huge_alloc": (full(1, task1_2=0), "graded"),  # 8 GiB > the 4 GiB limit: MemoryError in that test only
+    "edit_tests": (zero(1), "graded"),  # stubs; tests deleted or replaced by `pass`: graded on the real tests
+    "renamed": (full(1), "graded"),  # 'my homework.ipynb' in 'renamed-homework.zip'
+    "colab": (full(1), "graded"),  # saved by Colab, 'Copy of 01_attention (1).ipynb', LMS-prefixed zip name
+    "corrupt": (zero(1), "not graded"),  # truncated JSON
+    "missing_file": (zero(1), "graded"),  # no attention.py: the stub, never the installed full course_lib
+    "monkeypatch": (zero(1), "graded"),  # torch's checks and the notebook's helpers replaced at import
+    "monkeypatch_lazy": (zero(1), "graded"),  # ... and while the test runs
+    "sdpa_cheat": (full(1, task1_1=0), "graded"),  # calls F.scaled_dot_product_attention in Task 1.1
+}
+EXPECTED_OTHER = {
+    "sol_02": (full(2), "graded"),
+    "unbiased_var": (full(2, task2_2=0), "graded"),  # the blocks use nn.LayerNorm-based references: only 2.2
+    "sol_03": (full(3), "graded"),
+    "patch_order": (full(3, task3_1=0), "graded"),  # Task 3.2 is checked against F.unfold, not patchify
+    "sol_04": (full(4), "graded"),
+    "sol_05": (full(5), "graded"),
+}
+EXPECTED = {**EXPECTED_01, **EXPECTED_OTHER}
+
+
+def _run_grader(submissions: Path, out: Path, *extra: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    """tools/grade.py as `make grade` runs it, with the full instructor course_lib importable
+    (PYTHONPATH=ROOT, as an editable install makes it): a submission must never fall back to it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "tools/grade.py", str(submissions), "--out", str(out), "--jobs", "2", "--quiet", *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory, student_edition):
+    """The corpus built from the student edition, graded once for every test of this module."""
+    work = tmp_path_factory.mktemp("grading_e2e")
+    others = [a for a in ("02_encoder", "03_embeddings", "04_vit", "05_analysis") if (ROOT / "solutions" / f"{a}.ipynb").exists()]
+    scenarios = make_corpus.scenarios_01() + make_corpus.scenarios_other(others, stubs=False)
+    zips = make_corpus.build(work / "submissions", scenarios, student_edition=student_edition)
+    run = _run_grader(work / "submissions", work / "grading", "--cell-timeout", "20", "--timeout", "240")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    with open(work / "grading" / "grades.csv", newline="") as f:
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    return {"out": work / "grading", "rows": rows, "zips": zips, "scenarios": {s.student: s for s in scenarios},
+            "student_edition": student_edition, "stdout": run.stdout}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student", sorted(EXPECTED))
+def test_every_student_gets_the_exact_score_per_task(graded, student):
+    if student not in graded["scenarios"]:
+        pytest.skip(f"{student}: its exercise has no instructor notebook yet")
+    expected, status = EXPECTED[student]
+    row = graded["rows"][student]
+    got = {task: float(row[task]) for task in expected}
+    assert got == {t: float(p) for t, p in expected.items()}, f"{student}: {row['status']} | {row['notes']}"
+    assignment = graded["scenarios"][student].assignment
+    assert f"{assignment}: {status}" in row["status"].split("; "), row["status"]
+    total = sum(float(row[t]) for t in TASK_POINTS if t in row)
+    assert float(row["total"]) == total == sum(expected.values())
+
+
+@pytest.mark.slow
+def test_one_row_per_student_and_feedback_for_everyone(graded):
+    out, rows = graded["out"], graded["rows"]
+    assert set(rows) == set(graded["scenarios"])
+    for student, sc in graded["scenarios"].items():
+        page = out / "feedback" / student / sc.assignment / f"{sc.assignment}.html"
+        assert page.is_file(), f"no feedback for {student}"
+        assert rows[student]["max"] == str(sum(TASK_POINTS[t] for t in TASK_POINTS if t in rows[student]))
+    assert "Your submission could not be graded" in (out / "feedback" / "corrupt" / "01_attention" / "01_attention.html").read_text()
+    assert "cannot be read" in rows["corrupt"]["notes"]
+    # the reasons the instructor needs, in the notes
+    assert "KernelDied" in rows["segfault"]["notes"] and "kernel restarted" in rows["os_exit"]["notes"]
+    assert "graded as the unedited stub: course_lib/attention.py" in rows["missing_file"]["notes"]
+    assert "must be written by hand" in rows["sdpa_cheat"]["notes"]
+    assert "matched by its graded cells" in rows["renamed"]["notes"]
+    assert "deleted cells put back" in rows["edit_tests"]["notes"]
+    assert "GraderIntegrityError" in rows["monkeypatch_lazy"]["notes"]
+
+
+def _page_text(path: Path) -> str:
+    """What a browser shows of a feedback page: tags removed (highlighting splits code into spans)."""
+    text = path.read_text(encoding="utf-8")
+    text = re.sub(r"<(script|style)\b.*?</\1>", "", text, flags=re.S | re.I)
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
+
+
+@pytest.mark.slow
+def test_feedback_shows_no_hidden_test_code(graded):
+    hidden = grade.hidden_test_lines(ROOT)
+    assert len(hidden) > 50  # the check below is not vacuous
+    out = graded["out"]
+    pages = sorted((out / "feedback").rglob("*.html"))
+    assert len(pages) == len(graded["scenarios"])
+    for page in pages:
+        text = _page_text(page)
+        leaked = sorted(line for line in hidden if line in text)
+        assert not leaked, f"{page.relative_to(out)} shows hidden test code: {leaked[:3]}"
+    # the visible tests are shown, and the instructor's copy keeps the hidden ones
+    shown = _page_text(out / "feedback" / "no_scale" / "01_attention" / "01_attention.html")
+    assert "Task 1.1, visible tests" in shown and "hidden tests (" in shown
+    kept = (out / "autograded" / "no_scale" / "01_attention" / "01_attention.ipynb").read_text()
+    assert "BEGIN HIDDEN TESTS" in kept
+
+
+@pytest.mark.slow
+def test_no_instructor_code_reaches_the_student_files(graded):
+    """Stubs fill what a submission lacks; the students' own files are graded, never overwritten."""
+    out, se = graded["out"], graded["student_edition"]
+    secrets = release.secret_lines()
+    for folder in [*sorted((out / "source").glob("*/course_lib")), out / "release", out / "feedback",
+                   out / "submitted" / "stubs", out / "autograded" / "missing_file" / "01_attention" / "course_lib"]:
+        assert release.find_leaks(folder, secrets) == [], folder
+    graded_lib = out / "autograded" / "missing_file" / "01_attention" / "course_lib"
+    assert (graded_lib / "attention.py").read_text() == (se / "course_lib" / "attention.py").read_text()
+    with zipfile.ZipFile(graded["zips"]["alt_correct"]) as zf:
+        theirs = zf.read("course_lib/attention.py").decode()
+    assert (out / "autograded" / "alt_correct" / "01_attention" / "course_lib" / "attention.py").read_text() == theirs
+    assert not list((out / "feedback").rglob("*.py"))  # the feedback folder holds the pages only
+
+
+@pytest.mark.slow
+def test_the_gradebook_holds_every_graded_submission(graded):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{graded['out'] / 'gradebook.db'}") as gb:
+        for student, sc in graded["scenarios"].items():
+            sub = gb.find_submission(sc.assignment, student)
+            expected, _ = EXPECTED[student]
+            assert sub.score == sum(expected.values()), student
+
+
+@pytest.mark.slow
+def test_a_submission_over_the_time_limit_is_stopped_and_the_batch_goes_on(tmp_path, student_edition):
+    scenarios = [s for s in make_corpus.scenarios_01() if s.student in ("loop", "stubs")]
+    make_corpus.build(tmp_path / "submissions", scenarios, student_edition=student_edition)
+    run = _run_grader(tmp_path / "submissions", tmp_path / "grading", "--cell-timeout", "60", "--timeout", "25")
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {r["student"]: r for r in csv.DictReader(open(tmp_path / "grading" / "grades.csv", newline=""))}
+    assert rows["loop"]["total"] == "0" and "longer than the 25 s limit" in rows["loop"]["notes"]
+    assert "01_attention: not graded" in rows["loop"]["status"]
+    assert (tmp_path / "grading" / "feedback" / "loop" / "01_attention" / "01_attention.html").is_file()
+    assert rows["stubs"]["status"] == "01_attention: graded"
+    import psutil
+
+    left = [p for p in psutil.process_iter(["cmdline"]) if any(str(tmp_path) in a for a in (p.info["cmdline"] or []))]
+    assert not left, f"processes left running: {[p.info['cmdline'] for p in left]}"
+
+
+# --- the pieces, fast ------------------------------------------------------------------------
+
+ASSIGNMENTS = ["01_attention", "02_encoder", "03_embeddings"]
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("submission_jsmith42_01_attention.zip", (None, "jsmith42", "01_attention")),
+    ("submission_jsmith42_01_attention (1).zip", (None, "jsmith42", "01_attention")),
+    ("jsmith_12345_678_submission_jsmith_01_attention.zip", ("jsmith", "jsmith", "01_attention")),
+    ("jsmith_LATE_12345_678_submission_jsmith_01_attention-1.zip", ("jsmith", "jsmith", "01_attention")),
+    ("Jane Smith_123456_assignsubmission_file_submission_js_02_encoder.zip", (None, "js", "02_encoder")),
+    ("Jane Smith_123456_assignsubmission_file_01_attention.ipynb", (None, "Jane-Smith", "01_attention")),
+    ("submission_a_b_c_03_embeddings.zip", (None, "a_b_c", "03_embeddings")),
+    ("Copy of 01_attention.ipynb", (None, None, "01_attention")),
+    ("my work.zip", (None, None, None)),
+])
+def test_student_and_assignment_from_lms_file_names(name, expected):
+    assert grade.ids_from_filename(name, ASSIGNMENTS) == expected
+
+
+def _notebook(*cells):
+    nb = nbformat.v4.new_notebook()
+    for gid, src in cells:
+        cell = nbformat.v4.new_code_cell(src)
+        if gid:
+            cell.metadata["nbgrader"] = {"grade": gid.startswith("task"), "grade_id": gid, "locked": True,
+                                         "solution": False, "points": 1, "schema_version": 3}
+        nb.cells.append(cell)
+    return nb
+
+
+def test_a_renamed_notebook_is_matched_by_its_graded_cells(tmp_path):
+    nb = _notebook((None, "import torch"), ("test_helpers", "x = 1"), ("task2_1_visible", "assert True"))
+    path = tmp_path / "whatever_i_called_it.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("homework final (3).ipynb", nbformat.writes(nb))
+        zf.writestr("course_lib/encoder.py", "# mine\n")
+        zf.writestr("submission.json", json.dumps({"student_id": "ab123"}))
+    ids = {"01_attention": {"task1_1_visible", "test_helpers"}, "02_encoder": {"task2_1_visible", "test_helpers"}}
+    (sub,) = grade.read_submission_file(path, ["01_attention", "02_encoder"], ids)
+    assert (sub.student, sub.assignment, sub.problems) == ("ab123", "02_encoder", [])
+    assert sub.modules == {"encoder.py": b"# mine\n"}
+
+
+def test_unreadable_zips_and_notebooks_are_problems_not_crashes(tmp_path):
+    (tmp_path / "submission_x_01_attention.zip").write_bytes(b"not a zip")
+    with zipfile.ZipFile(tmp_path / "submission_y_01_attention.zip", "w") as zf:
+        zf.writestr("01_attention.ipynb", '{"cells": [')
+    subs = {s.student: s for s in grade.collect(tmp_path, ["01_attention"], {"01_attention": set()})}
+    assert "not a readable zip" in subs["x"].problems[0] and subs["x"].assignment == "01_attention"
+    assert "cannot be read" in subs["y"].problems[0] and subs["y"].assignment == "01_attention"
+
+
+def test_the_newest_of_two_submissions_is_graded(tmp_path):
+    nb = nbformat.writes(_notebook(("task1_1_visible", "pass")))
+    for name, created in (("submission_x_01_attention.zip", "2024-01-02"), ("submission_x_01_attention (1).zip", "2024-01-01")):
+        with zipfile.ZipFile(tmp_path / name, "w") as zf:
+            zf.writestr("01_attention.ipynb", nb)
+            zf.writestr("submission.json", json.dumps({"student_id": "x", "created": created}))
+    (sub,) = grade.collect(tmp_path, ["01_attention"], {"01_attention": {"task1_1_visible"}})
+    assert sub.source.name == "submission_x_01_attention.zip" and "2 submissions" in sub.notes[0]
+
+
+def test_deleted_cells_go_back_where_they_were():
+    released = _notebook((None, "setup"), ("test_helpers", "helpers"), ("task1_1_visible", "t1"), (None, "check"), ("task1_2", "t2"))
+    student = _notebook((None, "setup"), (None, "check"), ("task1_2", "edited"))
+    restored = grade.restore_deleted_cells(student, released)
+    assert restored == ["test_helpers", "task1_1_visible"]
+    assert [c.source for c in student.cells] == ["setup", "helpers", "t1", "check", "edited"]
+
+
+def test_hidden_tests_and_their_traceback_frames_are_removed_from_feedback():
+    nb = _notebook(("task1_1_hidden", "# visible part\nx = 1\n### BEGIN HIDDEN TESTS\nassert secret() == 42\n### END HIDDEN TESTS"))
+    nb.cells[0].outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="Task 1.1: wrong", traceback=[
+        "\x1b[0;31m----\x1b[0m", "Cell \x1b[0;32mIn[5], line 4\x1b[0m\n----> 4 assert secret() == 42",
+        "File \x1b[0;32m~/course_lib/attention.py:40\x1b[0m, in \x1b[0;36mf\x1b[0m\n  return q @ k", "AssertionError: Task 1.1: wrong"])]
+    assert grade.redact_for_feedback(nb) == 1
+    cell = nb.cells[0]
+    assert "secret" not in cell.source and "hidden tests (1 lines) are not shown" in cell.source and "x = 1" in cell.source
+    tb = "\n".join(cell.outputs[0].traceback)
+    assert "secret" not in tb and "course_lib/attention.py:40" in tb and "AssertionError: Task 1.1: wrong" in tb
+
+
+def test_defined_names_of_a_helper_cell():
+    src = "%load_ext autoreload\nimport torch\nimport torch.nn.functional as F\n_SDPA = F.sdpa\ndef expect_close(a):\n    pass\nclass Spy: pass\n"
+    assert grade.defined_names(src) == (["expect_close", "Spy"], ["torch", "F", "_SDPA"])
+
+
+def test_task_columns_sum_a_tasks_cells():
+    assert grade.task_of("task1_1_visible") == grade.task_of("task1_1_hidden") == grade.task_of("task1_1") == "task1_1"
+    assert grade._task_max({"task1_1_visible": 1, "task1_1_hidden": 2, "task1_10": 1, "task1_2": 1}) == {
+        "task1_1": 3, "task1_2": 1, "task1_10": 1}
