@@ -379,8 +379,10 @@ def test_grades_are_right(path, student_edition, tmp_path):
         wrong = {g: grades[variant][g] for g in grade_ids if grades[variant][g] != expected[g]}
         details = {g: info["failures"].get((variant, g), "passed") for g in wrong}
         assert not wrong, f"{path.stem}, {variant}: cells graded wrongly (True = passed): {wrong}\n{details}"
-    slow = {g: s for g, s in info["seconds"].items() if s > 5}
-    assert not slow, f"graded cells slower than 5 s: {slow}"
+    # nbgrader stops a cell after 30 s; they take well under a second on an idle laptop CPU, so 15 s
+    # leaves room for a loaded CI machine while still catching a test that grew too big.
+    slow = {g: s for g, s in info["seconds"].items() if s > 15}
+    assert not slow, f"graded cells slower than 15 s: {slow}"
     print(f"{path.stem}: {len(variants)} course_lib variants graded in {seconds:.1f} s; slowest cell {max(info['seconds'].values()):.2f} s")
 
 
