@@ -68,15 +68,19 @@ def digits_datasets(**kwargs) -> tuple[TensorDataset, TensorDataset]:
     return TensorDataset(x_train, y_train), TensorDataset(x_test, y_test)
 
 
-def digits_augment(translate: float = 0.125, degrees: float = 0.0, fill: float = 0.0) -> v2.Transform:
-    """Small random shifts (and optionally rotations) for 8x8 digits, on float tensors.
+def digits_augment(translate: float = 0.125, degrees: float = 0.0, scale: tuple[float, float] | None = None,
+                   fill: float = 0.0, bilinear: bool = False) -> v2.Transform:
+    """Small random shifts (optionally rotations, zooms) for 8x8 digits, on float tensors.
 
-    ``translate=0.125`` moves an 8x8 image by up to one pixel. ``fill`` is the
-    value of the pixels shifted in: the background, i.e. ``x_train.min()`` for
-    ``load_digits``'s standardised images. Use per group of images with
-    ``GroupedTransform``.
+    ``translate=0.125`` moves an 8x8 image by up to one pixel (whole pixels).
+    ``fill`` is the value of the pixels shifted in: the background, i.e.
+    ``x_train.min()`` for ``load_digits``'s standardised images. ``bilinear``
+    interpolates rotated/zoomed pixels (default: nearest). Use per group of
+    images with ``GroupedTransform``.
     """
-    return v2.RandomAffine(degrees=degrees, translate=(translate, translate), fill=fill)
+    mode = v2.InterpolationMode.BILINEAR if bilinear else v2.InterpolationMode.NEAREST
+    return v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=scale, fill=fill,
+                           interpolation=mode)
 
 
 def cifar_augment(policy: str = "autoaugment") -> v2.Transform:

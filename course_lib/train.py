@@ -241,16 +241,18 @@ def plot_history(history: dict[str, list], axes=None):
 
 # Recipes: the model (overrides of ``vit_config(preset)``), the data pipeline and the TrainConfig.
 RECIPES: dict[str, dict] = {
-    # scikit-learn digits on a CPU: 4 tokens of 4x4 pixels (+ CLS), 2 blocks; shifts of up to 1 px.
-    "digits": dict(preset="digits", model=dict(patch_size=4, depth=2), batch_size=64,
+    # scikit-learn digits on a CPU: 4 tokens of 4x4 pixels (+ CLS), 2 blocks of width 64, MLP 256;
+    # shifts of up to 1 px; a high learning rate with strong weight decay (tuned over 5 seeds).
+    "digits": dict(preset="digits", model=dict(patch_size=4, depth=2, mlp_dim=256), batch_size=64,
                    augment=dict(translate=0.125), group_size=8,
-                   train=TrainConfig(epochs=40, lr=3e-3, min_lr=1e-5, warmup_epochs=2, weight_decay=0.05,
+                   train=TrainConfig(epochs=40, lr=6e-3, min_lr=1e-5, warmup_epochs=2, weight_decay=0.3,
                                      label_smoothing=0.1)),
-    # CIFAR-10 on a GPU: 16 tokens of 8x8 pixels (+ CLS), 7 blocks of width 384, MLP 384, 12 heads
-    # (the 6.3M-parameter ViT of omihub777/ViT-CIFAR: 91.0% after 200 epochs), AutoAugment.
+    # CIFAR-10 on a GPU: 16 tokens of 8x8 pixels (+ CLS), 7 blocks of width 384, MLP 384, 12 heads:
+    # the 6.3M-parameter ViT of omihub777/ViT-CIFAR (91.0% after 200 epochs at batch 128, Adam,
+    # AutoAugment, label smoothing 0.1). Here batch 256 with the lr scaled by sqrt(2), AdamW.
     "cifar": dict(preset="cifar", model=dict(patch_size=8, dim=384, depth=7, heads=12, mlp_dim=384),
-                  batch_size=512, augment=dict(policy="autoaugment"), group_size=16,
-                  train=TrainConfig(epochs=200, lr=2e-3, min_lr=1e-5, warmup_epochs=5, weight_decay=0.05,
+                  batch_size=256, augment=dict(policy="autoaugment"), group_size=16,
+                  train=TrainConfig(epochs=200, lr=1.5e-3, min_lr=1e-5, warmup_epochs=5, weight_decay=0.05,
                                     label_smoothing=0.1, compile=True)),
 }
 
@@ -314,9 +316,21 @@ def run_recipe(name: str = "digits", device: torch.device | str | None = None, d
     return model, train(model, *loaders, config=config, device=device)
 
 
-def digits_recipe(**overrides):
-    """The offline recipe: >= 98% test accuracy on digits in seconds on a CPU. See ``run_recipe``."""
-    return run_recipe("digits", **{"device": "cpu", **overrides})
+def digits_recipe(threads: int | None = 1, **overrides):
+    """The offline recipe: ~98.5% test accuracy on digits in seconds on a CPU. See ``run_recipe``.
+
+    Args:
+        threads: CPU threads while training (then restored). One is the fastest for
+            so small a model and gives the same floating-point sums on any machine.
+        overrides: ``run_recipe`` arguments, e.g. ``progress=False``, ``epochs=10``.
+    """
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return run_recipe("digits", **{"device": "cpu", **overrides})
+    finally:
+        torch.set_num_threads(before)
 
 
 def main(argv: list[str] | None = None) -> dict:

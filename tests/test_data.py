@@ -10,6 +10,8 @@ import torch
 
 from course_lib import data
 
+DEVICE = torch.device(os.environ.get("COURSE_TEST_DEVICE", "cpu"))
+
 
 def test_digits_split_is_fixed_stratified_and_normalised():
     x_train, y_train, x_test, y_test = data.load_digits()
@@ -91,9 +93,9 @@ def test_missing_cifar_without_download_raises(tmp_path):
 
 @pytest.mark.parametrize("policy", ["autoaugment", "trivial", "randaugment", "none"])
 def test_cifar_augment_keeps_shape_and_dtype(policy):
-    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, device=DEVICE)
     out = data.GroupedTransform(data.cifar_augment(policy), group_size=2)(x)
-    assert out.shape == x.shape and out.dtype == torch.uint8
+    assert out.shape == x.shape and out.dtype == torch.uint8 and out.device == x.device
     with pytest.raises(ValueError, match="policy"):
         data.cifar_augment("bogus")
 

@@ -150,6 +150,10 @@ def test_recipe_data_shapes():
     train_loader, _ = train.recipe_data("cifar", torch.device("cpu"), synthetic=True, batch_size=32)
     xb, yb = next(iter(train_loader))
     assert xb.shape == (32, 3, 32, 32) and xb.dtype == torch.float32 and abs(xb.mean().item()) < 1
+    r = train.RECIPES["cifar"]
+    model = VisionTransformer(vit_config(r["preset"], **r["model"]))
+    assert sum(p.numel() for p in model.parameters()) == 6_305_674  # the 6.3M ViT of the recipe's anchor
+    assert model(xb[:2]).shape == (2, 10)
 
 
 @pytest.mark.slow
