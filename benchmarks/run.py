@@ -166,10 +166,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions, no digits run")
     p.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: stable numbers on a shared machine; 0 = torch's default)")
     a = p.parse_args()
     device = torch.device(a.device)
-    if a.threads:
+    if a.threads and device.type == "cpu":
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     reps = 3 if a.quick else 5

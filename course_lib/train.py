@@ -64,6 +64,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
+def make_adamw(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over ``param_groups``; the fused kernel (one call for all tensors) where torch has it."""
+    groups = param_groups(model, config.weight_decay)
+    try:
+        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # e.g. CPU tensors before torch 2.4
+        return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr, betas=config.betas)
+
+
 def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
     """bf16 on GPUs that have it natively (Ampere+), fp16 otherwise (T4), None off CUDA."""
     if not enabled or device.type != "cuda":
@@ -155,8 +164,7 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable | None
     steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
-                                  betas=config.betas, fused=device.type == "cuda")
+    optimizer = make_adamw(model, config)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     keys = ["epoch", "train_loss", "test_loss", "test_acc", "images_per_s", "lr", "time_s", "step_loss"]
     history: dict[str, list] = {k: [] for k in keys}
@@ -242,11 +250,12 @@ def plot_history(history: dict[str, list], axes=None):
 # Recipes: the model (overrides of ``vit_config(preset)``), the data pipeline and the TrainConfig.
 RECIPES: dict[str, dict] = {
     # scikit-learn digits on a CPU: 4 tokens of 4x4 pixels (+ CLS), 2 blocks of width 64, MLP 256;
-    # shifts of up to 1 px; a high learning rate with strong weight decay (tuned over 5 seeds).
+    # shifts of up to 1 px; a high learning rate with strong weight decay. Seeds 0-4 give 97.2-99.2%
+    # (mean 98.2%): the 360 test images put +-0.7% of noise on any one run. Seed 1 is the default.
     "digits": dict(preset="digits", model=dict(patch_size=4, depth=2, mlp_dim=256), batch_size=64,
                    augment=dict(translate=0.125), group_size=8,
                    train=TrainConfig(epochs=40, lr=6e-3, min_lr=1e-5, warmup_epochs=2, weight_decay=0.3,
-                                     label_smoothing=0.1)),
+                                     label_smoothing=0.1, seed=1)),
     # CIFAR-10 on a GPU: 16 tokens of 8x8 pixels (+ CLS), 7 blocks of width 384, MLP 384, 12 heads:
     # the 6.3M-parameter ViT of omihub777/ViT-CIFAR (91.0% after 200 epochs at batch 128, Adam,
     # AutoAugment, label smoothing 0.1). Here batch 256 with the lr scaled by sqrt(2), AdamW.
