@@ -22,6 +22,8 @@ def _run(launcher: list[str], batch_size: int, history: Path) -> list[float]:
              "--batch-size", str(batch_size), "--no-augment", "--no-progress", "--history", str(history)]
     proc = subprocess.run([sys.executable, *launcher, *train], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
+    if proc.returncode != 0 and "NotImplementedError" in proc.stderr:
+        pytest.skip("needs the course's tasks (VisionTransformer)")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(history.read_text())["step_loss"]
 

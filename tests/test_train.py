@@ -37,13 +37,22 @@ def test_lr_schedule_warmup_then_cosine():
     assert train.lr_at(warm + 25, total, warm, lr, min_lr) == pytest.approx(expected, rel=1e-2)
 
 
+def _torchvision_vit(dropout: float = 0.0, num_classes: int = 5) -> nn.Module:
+    """A tiny ViT that needs none of the course's tasks (the tests also run in the student edition)."""
+    from torchvision.models import VisionTransformer as TorchvisionViT
+
+    return TorchvisionViT(image_size=8, patch_size=4, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                          num_classes=num_classes, dropout=dropout)
+
+
 def test_weight_decay_only_on_matrices():
-    model = VisionTransformer(vit_config("test"))
+    model = _torchvision_vit()
     decay, no_decay = train.param_groups(model, 0.05)
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
     names = {id(p): n for n, p in model.named_parameters()}
-    assert {names[id(p)] for p in no_decay["params"]} >= {"norm.weight", "norm.bias", "head.bias"}
+    assert {names[id(p)] for p in no_decay["params"]} >= {"encoder.ln.weight", "encoder.ln.bias", "heads.head.bias"}
+    assert {names[id(p)] for p in decay["params"]} >= {"conv_proj.weight", "heads.head.weight", "class_token"}
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
@@ -86,7 +95,7 @@ def test_progress_bar_can_be_disabled(capsys):
 def _tiny_run(tmp_path, stop_after=None, resume=False, epochs=4):
     """A ViT with dropout and augmentation (so the RNG matters) on random images."""
     torch.manual_seed(123)  # a different init than the run's seed: resuming must overwrite it
-    model = VisionTransformer(vit_config("test", dropout=0.1)).to(DEVICE)
+    model = _torchvision_vit(dropout=0.1).to(DEVICE)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(48, 3, 8, 8, generator=g).to(DEVICE), torch.randint(0, 5, (48,), generator=g).to(DEVICE)
     aug = data.GroupedTransform(data.digits_augment(translate=0.25), group_size=4)
@@ -114,15 +123,12 @@ def test_resume_is_bit_identical(tmp_path):
             assert torch.equal(a, b), name
         else:
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
-    assert not torch.equal(part_model.head.weight, full_model.head.weight)  # stopping early did stop
+    assert not torch.equal(part_model.heads.head.weight, full_model.heads.head.weight)  # stopping early did stop
 
 
 def test_trains_any_module_and_history_keys():
-    from torchvision.models import VisionTransformer as TorchvisionViT
-
     torch.manual_seed(0)
-    model = TorchvisionViT(image_size=8, patch_size=4, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
-                           num_classes=3)
+    model = _torchvision_vit(num_classes=3)
     x, y = torch.randn(24, 3, 8, 8), torch.randint(0, 3, (24,))
     loader = data.TensorLoader(x.to(DEVICE), y.to(DEVICE), 8)
     history = train.train(model, loader, loader, train.TrainConfig(epochs=2, **QUIET), device=DEVICE)
@@ -153,10 +159,16 @@ def test_recipe_data_shapes():
     r = train.RECIPES["cifar"]
     model = VisionTransformer(vit_config(r["preset"], **r["model"]))
     assert sum(p.numel() for p in model.parameters()) == 6_305_674  # the 6.3M ViT of the recipe's anchor
-    assert model(xb[:2]).shape == (2, 10)
+    try:
+        assert model(xb[:2]).shape == (2, 10)
+    except NotImplementedError:
+        pytest.skip("needs Task 4.1 (VisionTransformer.forward)")
 
 
 @pytest.mark.slow
 def test_digits_recipe_reaches_98_percent():
-    model, history = train.digits_recipe(progress=False)
+    try:
+        model, history = train.digits_recipe(progress=False)
+    except NotImplementedError:
+        pytest.skip("needs the course's tasks (VisionTransformer)")
     assert history["test_acc"][-1] >= 0.98, history["test_acc"][-5:]
