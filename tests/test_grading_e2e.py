@@ -289,3 +289,48 @@ def test_task_columns_sum_a_tasks_cells():
     assert grade.task_of("task1_1_visible") == grade.task_of("task1_1_hidden") == grade.task_of("task1_1") == "task1_1"
     assert grade._task_max({"task1_1_visible": 1, "task1_1_hidden": 2, "task1_10": 1, "task1_2": 1}) == {
         "task1_1": 3, "task1_2": 1, "task1_10": 1}
+
+
+def test_an_lms_download_zip_of_zips_is_unpacked(tmp_path):
+    """Canvas: one zip of '<login>_<id>_<id>_<file>' zips; Moodle: one folder per student."""
+    nb = nbformat.writes(_notebook(("task1_1_visible", "pass")))
+
+    def student_zip(sid):
+        import io
+
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("01_attention.ipynb", nb)
+            zf.writestr("course_lib/attention.py", f"# {sid}\n")
+        return buf.getvalue()
+
+    bundle = tmp_path / "submissions.zip"
+    with zipfile.ZipFile(bundle, "w") as zf:
+        zf.writestr("jsmith_12345_678_submission_jsmith_01_attention.zip", student_zip("jsmith"))
+        zf.writestr("Jane Doe_222_assignsubmission_file_/submission_jd7_01_attention.zip", student_zip("jd7"))
+        zf.writestr("Bo Li_333_assignsubmission_file_/Copy of 01_attention.ipynb", nb)
+    subs = {s.student: s for s in grade.collect(bundle, ["01_attention"], {"01_attention": {"task1_1_visible"}}, tmp_path / "x")}
+    assert set(subs) == {"jsmith", "jd7", "Bo-Li"}
+    assert subs["jsmith"].modules == {"attention.py": b"# jsmith\n"} and subs["jd7"].assignment == "01_attention"
+    assert subs["Bo-Li"].assignment == "01_attention" and subs["Bo-Li"].modules == {}
+
+
+@pytest.mark.slow
+def test_stderr_and_a_trailing_number_do_not_cost_points(tmp_path):
+    """nbgrader scores a test cell 0 if it writes to stderr and reads a number as its last value as
+    partial credit; the grader's executor shows both and keeps the points."""
+    from nbgrader.utils import determine_grade
+
+    nb = _notebook(
+        (None, "import sys, warnings"),
+        ("task1_1_visible", "print('progress 50%', file=sys.stderr)\nwarnings.warn('deprecated')\n1e-7"),
+        ("task1_2", "x = 5.0\nx"),  # more than the cell's 1 point: nbgrader would fail the notebook
+        ("task1_3_visible", "assert False, 'a real failure'"),
+    )
+    GradingExecute = grade._worker_classes()
+    ex = GradingExecute(timeout=60, run_path=str(tmp_path), kernel_name="python3")
+    nb, _ = ex.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    scores = [determine_grade(c)[0] for c in nb.cells[1:]]
+    assert scores == [1.0, 1.0, 0.0]
+    shown = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    assert "progress 50%" in shown

@@ -126,3 +126,33 @@ def test_student_ids_are_made_safe_for_file_names():
     assert submit.normalise_student_id("J. Smith/42") == "J.-Smith-42"
     with pytest.raises(ValueError, match="non-empty"):
         submit.normalise_student_id("")
+
+
+@pytest.mark.slow
+def test_make_submission_on_colab_takes_the_live_notebook_and_downloads_the_zip(tmp_path, monkeypatch):
+    """On Colab the notebook is not a file: it comes from google.colab's get_ipynb, with unsaved edits."""
+    import sys
+    import types
+
+    root = _course(tmp_path)
+    nb = json.loads((root / "exercises" / "01_tiny.ipynb").read_text())
+    nb["metadata"]["colab"] = {"name": "Copy of 01_tiny.ipynb", "provenance": []}
+    nb["cells"].append(nbformat.v4.new_code_cell("print('unsaved edit')"))
+    downloads = []
+    google, colab = types.ModuleType("google"), types.ModuleType("google.colab")
+    colab._message = types.SimpleNamespace(blocking_request=lambda *a, **k: {"ipynb": nb})
+    colab.files = types.SimpleNamespace(download=downloads.append)
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setattr(submit, "_colab_root", lambda: root)
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+
+    path = submit.make_submission("ab123", out_dir=tmp_path / "content", timeout=120)
+
+    assert path == tmp_path / "content" / "submission_ab123_01_tiny.zip" and downloads == [str(path)]
+    with zipfile.ZipFile(path) as zf:
+        executed = nbformat.reads(zf.read("01_tiny.ipynb").decode(), as_version=4)
+        manifest = json.loads(zf.read("submission.json"))
+    assert manifest["colab"] and manifest["notebook"] == "Copy of 01_tiny.ipynb"
+    assert "unsaved edit" in "".join(o.get("text", "") for o in executed.cells[-1].outputs)

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import html
 import json
 import logging
@@ -211,16 +210,21 @@ def _read_notebook(data: bytes, what: str, sub: Submission) -> dict | None:
     return nb
 
 
-def read_submission_file(path: Path, assignments: list[str], grade_ids: dict[str, set[str]]) -> list[Submission]:
-    """Every (student, assignment) submission in one zip or notebook of the LMS download."""
-    login, sid_from_name, aid_from_name = ids_from_filename(path.name, assignments)
+def read_submission_file(path: Path, assignments: list[str], grade_ids: dict[str, set[str]],
+                         lms: str | None = None) -> list[Submission]:
+    """Every (student, assignment) submission in one zip or notebook of the LMS download.
+
+    ``lms`` is the file's name as the LMS gave it (default: ``path.name``).
+    """
+    lms = lms or path.name
+    login, sid_from_name, aid_from_name = ids_from_filename(lms, assignments)
     found: list[Submission] = []
     notebooks: list[tuple[str, bytes]] = []
     modules: dict[str, bytes] = {}
     manifest: dict = {}
     base = Submission(source=path)
     if path.suffix.lower() == ".ipynb":
-        notebooks.append((path.name, path.read_bytes()))
+        notebooks.append((lms, path.read_bytes()))
     else:
         try:
             with zipfile.ZipFile(path) as zf:
@@ -241,13 +245,13 @@ def read_submission_file(path: Path, assignments: list[str], grade_ids: dict[str
                         except ValueError:
                             base.notes.append("submission.json is unreadable")
         except (zipfile.BadZipFile, OSError) as e:
-            base.problems.append(f"{path.name} is not a readable zip ({e})")
+            base.problems.append(f"{lms} is not a readable zip ({e})")
     manifest_sid = _safe_id(manifest["student_id"]) if isinstance(manifest.get("student_id"), str) else None
-    student = login or manifest_sid or sid_from_name or _safe_id(Path(path.name).stem)
+    student = login or manifest_sid or sid_from_name or _safe_id(re.sub(r"\.(zip|ipynb)$", "", lms, flags=re.I))
     if login and manifest_sid and manifest_sid != login:
         base.notes.append(f"the zip says student {manifest_sid!r}, the LMS says {login!r}: graded as {login!r}")
     if not (login or manifest_sid or sid_from_name):
-        base.notes.append(f"student id taken from the file name {path.name!r}")
+        base.notes.append(f"student id taken from the file name {lms!r}")
 
     if not notebooks:
         base.student, base.assignment = student, manifest.get("exercise") or aid_from_name
@@ -274,16 +278,63 @@ def read_submission_file(path: Path, assignments: list[str], grade_ids: dict[str
     return found
 
 
-def collect(folder: Path, assignments: list[str], grade_ids: dict[str, set[str]]) -> list[Submission]:
-    """Read every zip / notebook under ``folder``; keep the newest per (student, assignment)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".zip", ".ipynb")
-                   and ".ipynb_checkpoints" not in p.parts)
+MOODLE_FOLDER = re.compile(r".+_\d+_assignsubmission_\w*?_?$")
+
+
+def lms_name(rel: Path) -> str:
+    """A file's name as the LMS meant it: Moodle puts each student's files in a folder named
+    ``Jane Smith_123456_assignsubmission_file_``, which is part of the name."""
+    prefix = "".join(part if part.endswith("_") else part + "_" for part in rel.parts[:-1] if MOODLE_FOLDER.match(part))
+    return prefix + rel.name
+
+
+def _is_bundle(path: Path) -> bool:
+    """An LMS download (a zip of the students' zips), not one student's zip."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.lower().endswith(".zip") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def submission_files(source: Path, scratch: Path) -> list[tuple[Path, str]]:
+    """(file, LMS name) of every zip / notebook in ``source``: a folder, or an LMS download zip.
+
+    Zips of zips (Canvas' and Moodle's "download all submissions") are unpacked into ``scratch``.
+    """
+    if source.is_file():
+        found = [(source, source.name)]
+    else:
+        found = [(p, lms_name(p.relative_to(source))) for p in sorted(source.rglob("*"))
+                 if p.is_file() and p.suffix.lower() in (".zip", ".ipynb") and ".ipynb_checkpoints" not in p.parts]
+    out: list[tuple[Path, str]] = []
+    for path, name in found:
+        if path.suffix.lower() == ".zip" and _is_bundle(path):
+            dest = scratch / f"bundle{len(out)}_{path.stem}"
+            with zipfile.ZipFile(path) as zf:
+                for i, info in enumerate(zf.infolist()):
+                    inner = Path(info.filename)
+                    if info.is_dir() or "__MACOSX" in inner.parts or inner.suffix.lower() not in (".zip", ".ipynb"):
+                        continue
+                    target = dest / f"{i:05d}" / inner.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(zf.read(info))
+                    out.extend(submission_files(target, scratch) if _is_bundle(target) else [(target, lms_name(inner))])
+        else:
+            out.append((path, name))
+    return out
+
+
+def collect(source: Path, assignments: list[str], grade_ids: dict[str, set[str]], scratch: Path | None = None) -> list[Submission]:
+    """Read every zip / notebook of ``source`` (a folder or an LMS download zip); keep the newest per
+    (student, assignment)."""
+    scratch = scratch or Path(tempfile.mkdtemp(prefix="lms-download-"))
     subs: list[Submission] = []
-    for path in files:
+    for path, name in submission_files(source, scratch):
         try:
-            subs.extend(read_submission_file(path, assignments, grade_ids))
+            subs.extend(read_submission_file(path, assignments, grade_ids, name))
         except Exception as e:  # noqa: BLE001 - never stop the batch
-            subs.append(Submission(source=path, student=_safe_id(path.stem), problems=[f"cannot read {path.name}: {e!r}"]))
+            subs.append(Submission(source=path, student=_safe_id(Path(name).stem), problems=[f"cannot read {name}: {e!r}"]))
     by_key: dict[tuple[str, str], list[Submission]] = {}
     for s in subs:
         by_key.setdefault(s.key, []).append(s)
@@ -1163,7 +1214,7 @@ def grade(submissions: Path, out: Path, jobs: int = 2, assignments: list[str] | 
         for a in available:
             nb = nbformat.read(root / "solutions" / f"{a}.ipynb", as_version=4)
             grade_ids[a] = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells} - {None}
-        subs = collect(submissions, available, grade_ids)
+        subs = collect(submissions, available, grade_ids, work / "lms")
         subs = [s for s in subs if s.assignment in wanted or s.assignment is None]
         graded_assignments = sorted({s.assignment for s in subs if s.assignment in wanted}) or wanted[:1]
         template = stage_template(root, work / "template", graded_assignments, stub_lib)
@@ -1427,7 +1478,8 @@ def benchmark(n: int, zip_path: Path | None, jobs: int, root: Path = ROOT, assig
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Autograde a folder of submission zips with nbgrader: feedback and grades.csv.")
-    parser.add_argument("submissions", nargs="?", type=Path, help="folder of zips / notebooks (an LMS download)")
+    parser.add_argument("submissions", nargs="?", type=Path,
+                        help="folder of the students' zips / notebooks, or the LMS's 'download all submissions' zip")
     parser.add_argument("--out", type=Path, default=ROOT / "grading", help="course directory for the results (default: grading/)")
     parser.add_argument("--jobs", type=int, default=2, help="submissions graded at once (default 2)")
     parser.add_argument("--assignment", action="append", help="grade only this assignment (repeatable)")
@@ -1448,8 +1500,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.benchmark:
         benchmark(args.benchmark, args.submissions, args.jobs, args.root.resolve(), (args.assignment or ["01_attention"])[0])
         return 0
-    if args.submissions is None or not args.submissions.is_dir():
-        parser.error(f"SUBMISSIONS must be a folder of zips (got {args.submissions}); e.g. make grade SUBMISSIONS=~/Downloads/01_attention")
+    if args.submissions is None or not args.submissions.exists():
+        parser.error(f"SUBMISSIONS must be a folder of zips or the LMS's download zip (got {args.submissions}); "
+                     "e.g. make grade SUBMISSIONS=~/Downloads/01_attention")
     grade(args.submissions, args.out, jobs=args.jobs, assignments=args.assignment, root=args.root.resolve(),
           cell_timeout=args.cell_timeout, timeout=args.timeout, memory_gib=args.memory_gb, progress=not args.quiet,
           keep_tmp=args.keep_tmp, guard=not args.no_guard)
