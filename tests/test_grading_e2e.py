@@ -48,6 +48,7 @@ EXPECTED_01 = {
     "causal_triu": (full(1, task1_2=0), "graded"),
     "stubs": (zero(1), "graded"),
     "loop": (full(1, task1_2=0), "graded"),  # infinite loop: timed out and interrupted
+    "stubborn_loop": (full(1, task1_2=0), "graded (kernel crashed or hung)"),  # ignores the interrupt: restarted
     "segfault": (full(1, task1_2=0), "graded (kernel crashed or hung)"),
     "os_exit": (full(1, task1_2=0), "graded (kernel crashed or hung)"),
     "huge_alloc": (full(1, task1_2=0), "graded"),  # 8 GiB > the 4 GiB limit: MemoryError in that test only
@@ -59,6 +60,12 @@ EXPECTED_01 = {
     "monkeypatch": (zero(1), "graded"),  # torch's checks and the notebook's helpers replaced at import
     "monkeypatch_lazy": (zero(1), "graded"),  # ... and while the test runs
     "sdpa_cheat": (full(1, task1_1=0), "graded"),  # calls F.scaled_dot_product_attention in Task 1.1
+    "sdpa_alias": (full(1, task1_1=0), "graded"),  # ... imported at the top under another name
+}
+# Known gaps of the notebooks' tests (not of the grader): strict, so a fix turns them into failures to remove.
+KNOWN_GAPS = {
+    "sdpa_alias": "solutions/01_attention.ipynb's hand_written() patches F.scaled_dot_product_attention, which an "
+                  "alias imported at the module's top escapes; a torch.overrides.TorchFunctionMode would catch it",
 }
 EXPECTED_OTHER = {
     "sol_02": (full(2), "graded"),
@@ -84,9 +91,10 @@ def graded(tmp_path_factory, student_edition):
     """The corpus built from the student edition, graded once for every test of this module."""
     work = tmp_path_factory.mktemp("grading_e2e")
     others = [a for a in ("02_encoder", "03_embeddings", "04_vit", "05_analysis") if (ROOT / "solutions" / f"{a}.ipynb").exists()]
-    scenarios = make_corpus.scenarios_01() + make_corpus.scenarios_other(others, stubs=False)
+    scenarios = [s for s in make_corpus.scenarios_01() if s.student in EXPECTED]
+    scenarios += make_corpus.scenarios_other(others, stubs=False)
     zips = make_corpus.build(work / "submissions", scenarios, student_edition=student_edition)
-    run = _run_grader(work / "submissions", work / "grading", "--cell-timeout", "20", "--timeout", "240")
+    run = _run_grader(work / "submissions", work / "grading", "--cell-timeout", "15", "--timeout", "240")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     with open(work / "grading" / "grades.csv", newline="") as f:
         rows = {r["student"]: r for r in csv.DictReader(f)}
@@ -95,7 +103,8 @@ def graded(tmp_path_factory, student_edition):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("student", sorted(EXPECTED))
+@pytest.mark.parametrize("student", [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[s]))
+                                     if s in KNOWN_GAPS else s for s in sorted(EXPECTED)])
 def test_every_student_gets_the_exact_score_per_task(graded, student):
     if student not in graded["scenarios"]:
         pytest.skip(f"{student}: its exercise has no instructor notebook yet")
@@ -177,7 +186,8 @@ def test_the_gradebook_holds_every_graded_submission(graded):
         for student, sc in graded["scenarios"].items():
             sub = gb.find_submission(sc.assignment, student)
             expected, _ = EXPECTED[student]
-            assert sub.score == sum(expected.values()), student
+            if student not in KNOWN_GAPS:
+                assert sub.score == sum(expected.values()), student
 
 
 @pytest.mark.slow

@@ -653,7 +653,7 @@ def _worker_classes():
 
     import nbformat
     from jupyter_core.utils import ensure_async
-    from nbclient.exceptions import DeadKernelError
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbclient.util import run_sync
     from nbgrader import utils as nbutils
     from nbgrader.preprocessors import Execute
@@ -842,6 +842,12 @@ def _worker_classes():
                     "KernelDied", "the kernel died while running this cell (a crash: segfault, os._exit, "
                     "running out of memory); this cell scores 0"))
                 self._restart(f"kernel died in {name}")
+                return cell, resources
+            except CellTimeoutError:  # timed out, and the kernel did not even answer the interrupt
+                cell.outputs.append(self._error_output(
+                    "CellTimeoutError", f"the cell ran longer than {self.timeout} s and ignored the interrupt; "
+                    "this cell scores 0"))
+                self._restart(f"{name} timed out and the kernel did not respond to the interrupt")
                 return cell, resources
             timed_out = any(o.output_type == "error" and o.get("ename") == "CellTimeoutError" for o in cell.outputs)
             if timed_out and not self._kernel_responsive():

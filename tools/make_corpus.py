@@ -164,8 +164,12 @@ if mask is not None:
 weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
 return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), weights
 """
+# The same cheat through a name imported at the module's top, which patching F's attribute misses.
+SDPA_ALIAS_PREFIX = "from torch.nn.functional import scaled_dot_product_attention as _fast_attention\n"
+SDPA_ALIAS = SDPA_CHEAT.replace("import torch.nn.functional as F\n", "").replace("F.scaled_dot_product_attention", "_fast_attention")
 CAUSAL_TRIU = "return torch.ones(N, N, dtype=torch.bool, device=device).triu()  # the future, not the past\n"
 CAUSAL_LOOP = "while True:  # waits for Godot\n    pass\n"
+STUBBORN_LOOP = "while True:  # ignores the interrupt a cell timeout sends\n    try:\n        while True:\n            pass\n    except KeyboardInterrupt:\n        pass\n"
 SEGFAULT = "import ctypes\nctypes.string_at(0)  # reads address 0: segmentation fault\n"
 OS_EXIT = "import os\nos._exit(3)\n"
 HUGE_ALLOC = "big = torch.empty(2**31).fill_(1.0)  # 8 GiB\nreturn big.sum()\n"
@@ -267,6 +271,8 @@ def scenarios_01(a: str = "01_attention") -> list[Scenario]:
         Scenario("causal_triu", a, "Task 1.2 masks the past instead of the future", bodies={"1.2": CAUSAL_TRIU}),
         Scenario("stubs", a, "nothing done: the student edition's stubs", default=STUB),
         Scenario("loop", a, "Task 1.2 never returns (infinite loop)", bodies={"1.2": CAUSAL_LOOP}),
+        Scenario("stubborn_loop", a, "Task 1.2 loops and swallows the KeyboardInterrupt of the cell timeout",
+                 bodies={"1.2": STUBBORN_LOOP}),
         Scenario("segfault", a, "Task 1.2 crashes the kernel (segfault through ctypes)", bodies={"1.2": SEGFAULT}),
         Scenario("os_exit", a, "Task 1.2 calls os._exit", bodies={"1.2": OS_EXIT}),
         Scenario("huge_alloc", a, "Task 1.2 allocates 8 GiB", bodies={"1.2": HUGE_ALLOC}),
@@ -285,6 +291,8 @@ def scenarios_01(a: str = "01_attention") -> list[Scenario]:
                  bodies={t: LAZY_FAKE_SDPA if t == "1.1" else STUB for t in ("1.1", "1.2", "1.3", "1.4", "1.5", "1.6")}),
         Scenario("sdpa_cheat", a, "Task 1.1 calls F.scaled_dot_product_attention instead of computing attention",
                  bodies={"1.1": SDPA_CHEAT}),
+        Scenario("sdpa_alias", a, "Task 1.1 calls scaled_dot_product_attention imported under another name at the top",
+                 bodies={"1.1": SDPA_ALIAS}, prefix={"attention.py": SDPA_ALIAS_PREFIX}),
     ]
 
 
