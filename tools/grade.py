@@ -1017,7 +1017,10 @@ def _limit_memory(gib: float) -> None:
 
     if gib:
         limit = int(gib * 2**30)
-        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+        try:
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+        except (ValueError, OSError) as e:  # e.g. a platform that does not allow it
+            print(f"warning: could not limit memory to {gib} GiB ({e})", file=sys.stderr)
 
 
 # Imported once by the fork server; every worker forked from it starts with them loaded (~3 s each).
