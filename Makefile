@@ -7,7 +7,8 @@ PY     := $(VENV)/bin/python
 # torch/torchvision for the venv. These two versions install from this course's build machines' disk;
 # elsewhere any recent pair works, e.g. `make test TORCH="torch torchvision"`.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
-# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m task1_1"`.
+# Tests run JOBS workers with one thread each: two busy cores with two threads per worker slow small models
+# down many times over. Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m task1_1"`.
 PYTEST_ARGS ?=
 SUBMISSIONS ?= submissions
 JOBS ?= 2
@@ -29,7 +30,7 @@ lab: venv
 
 ## test: every test (unit, release, notebooks, grading, DDP)
 test: venv
-	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 ## test-fast: the unit tests only (seconds)
 test-fast: venv

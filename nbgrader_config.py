@@ -55,3 +55,9 @@ c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
 c.Execute.timeout = 30
 # A student who deletes or breaks a graded cell gets it back from the gradebook.
 c.OverwriteCells.add_missing_cells = True
+# Plain `nbgrader autograde` copies the source folder's files over the submission's: never let it
+# replace a student's course_lib files with the instructor's (every student would get full marks).
+# `make grade` (tools/grade.py) is the supported path; this keeps plain nbgrader honest too.
+c.Autograde.exclude_overwriting = {
+    "*": [f"course_lib/{module}.py" for module in ("attention", "encoder", "embeddings", "vit", "analysis")]
+}

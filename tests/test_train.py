@@ -167,8 +167,16 @@ def test_recipe_data_shapes():
 
 @pytest.mark.slow
 def test_digits_recipe_reaches_98_percent():
-    try:
-        model, history = train.digits_recipe(progress=False)
-    except NotImplementedError:
+    """The recipe as `make bench` and the CLI run it: a fresh interpreter, so no earlier test's
+    global torch state (threads, backends, RNG) can change the result."""
+    import subprocess
+    import sys
+
+    code = ("from course_lib import train\n"
+            "try:\n    _, h = train.digits_recipe(progress=False)\nexcept NotImplementedError:\n    print('SKIP'); raise SystemExit\n"
+            "print(h['test_acc'][-1])")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    if run.stdout.strip() == "SKIP":
         pytest.skip("needs the course's tasks (VisionTransformer)")
-    assert history["test_acc"][-1] >= 0.98, history["test_acc"][-5:]
+    assert float(run.stdout.split()[-1]) >= 0.98, run.stdout

@@ -51,7 +51,7 @@ def setup_source(cfg: dict) -> str:
     """The set-up cell's code (see the module docstring)."""
     packages = ", ".join(repr(p) for p in cfg["colab_packages"])
     return f'''# Set-up: generated from course.toml by tools/notebooks.py (edit there, not here).
-import importlib.util, subprocess, sys
+import importlib.util, os, subprocess, sys
 from pathlib import Path
 
 COURSE_REPO = "https://github.com/{cfg['repository']}.git"
@@ -64,7 +64,10 @@ if "google.colab" in sys.modules:  # Colab: fetch the student edition, install w
     if missing:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *missing], check=True)
 else:  # locally: use the course_lib of the checkout this notebook lives in; install nothing
-    root = next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / "course_lib").is_dir()), Path.cwd())
+    # (while autograding, only the submission's own folder: never an instructor's course_lib above it)
+    here = Path.cwd()
+    search = [here] if os.environ.get("NBGRADER_EXECUTION") else [here, *here.parents]
+    root = next((p for p in search if (p / "course_lib").is_dir()), here)
 sys.path.insert(0, str(root))
 from course_lib.device import describe_device, get_device
 
