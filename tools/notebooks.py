@@ -64,9 +64,10 @@ if "google.colab" in sys.modules:  # Colab: fetch the student edition, install w
     if missing:
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *missing], check=True)
 else:  # locally: use the course_lib of the checkout this notebook lives in; install nothing
-    # (while autograding, only the submission's own folder: never an instructor's course_lib above it)
+    # (while autograding, only the notebook's folder and the one above: never an instructor's checkout
+    # further up, such as the repository root above grading/autograded/<student>/<exercise>/)
     here = Path.cwd()
-    search = [here] if os.environ.get("NBGRADER_EXECUTION") else [here, *here.parents]
+    search = [here, here.parent] if os.environ.get("NBGRADER_EXECUTION") else [here, *here.parents]
     root = next((p for p in search if (p / "course_lib").is_dir()), here)
 sys.path.insert(0, str(root))
 from course_lib.device import describe_device, get_device
