@@ -255,34 +255,12 @@ VARIANT_BODIES = {
 def _course_lib_variant(dest: Path, solved: set[str], replace: tuple[str, str] | None = None) -> Path:
     """A copy of the instructor's course_lib under ``dest`` with every task not in ``solved`` a stub
     (as in the student edition) and, optionally, one task's solution replaced by other code."""
-    src = ROOT / "course_lib"
-    for path in sorted(src.rglob("*")):
-        if "__pycache__" in path.parts or path.is_dir():
-            continue
-        out = dest / "course_lib" / path.relative_to(src)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix != ".py":
-            shutil.copy2(path, out)
-            continue
-        lines, task, inside = [], None, False
-        for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-            stripped = line.strip()
-            if stripped == release.BEGIN:
-                inside, indent = True, line[: len(line) - len(line.lstrip())]
-                if replace and replace[0] == task:
-                    lines.append(textwrap.indent(textwrap.dedent(replace[1]).strip("\n") + "\n", indent))
-                elif task not in solved:
-                    lines.append(f'{indent}raise not_implemented("{task}")\n')
-            elif stripped == release.END:
-                inside = False
-            elif inside:
-                if task in solved and not (replace and replace[0] == task):
-                    lines.append(line)
-            else:
-                if match := release.TASK_LINE.match(line):
-                    task = match.group(1)
-                lines.append(line)
-        out.write_text("".join(lines), encoding="utf-8")
+    def body(task: str, solution: str, indent: str) -> str:
+        if replace and replace[0] == task:
+            return textwrap.indent(textwrap.dedent(replace[1]).strip("\n") + "\n", indent)
+        return solution if task in solved else release.stub(task, solution, indent)
+
+    release.build_course_lib(dest, body=body)
     return dest
 
 

@@ -22,6 +22,7 @@ import json
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,14 +49,21 @@ class ReleaseError(RuntimeError):
     pass
 
 
-def strip_solutions(source: str, filename: str = "<source>") -> str:
+def stub(task: str, solution: str, indent: str) -> str:
+    """What a solution block becomes in the student edition."""
+    return f'{indent}raise not_implemented("{task}")\n'
+
+
+def strip_solutions(source: str, filename: str = "<source>", body: Callable[[str, str, str], str] = stub) -> str:
     """Replace each solution block by ``raise not_implemented("X.Y")``.
 
     X.Y is the task whose docstring (a line starting ``Task X.Y:``) comes last
-    before the block, so a method's block belongs to its class's task.
+    before the block, so a method's block belongs to its class's task. ``body(task, solution,
+    indent)`` says what replaces a block (tests use it to build partly solved variants).
     """
     out: list[str] = []
-    task, inside = None, False
+    solution: list[str] = []
+    task, inside, indent = None, False, ""
     for number, line in enumerate(source.splitlines(keepends=True), start=1):
         stripped = line.strip()
         if stripped == BEGIN:
@@ -64,13 +72,15 @@ def strip_solutions(source: str, filename: str = "<source>") -> str:
             if task is None:
                 raise ReleaseError(f"{filename}:{number}: solution block outside any 'Task X.Y:' docstring")
             indent = line[: len(line) - len(line.lstrip())]
-            out.append(f'{indent}raise not_implemented("{task}")\n')
-            inside = True
+            inside, solution = True, []
         elif stripped == END:
             if not inside:
                 raise ReleaseError(f"{filename}:{number}: {END} without {BEGIN}")
+            out.append(body(task, "".join(solution), indent))
             inside = False
-        elif not inside:
+        elif inside:
+            solution.append(line)
+        else:
             if match := TASK_LINE.match(line):
                 task = match.group(1)
             out.append(line)
@@ -163,7 +173,7 @@ def find_leaks(tree: Path, secrets: set[str]) -> list[str]:
     return leaks
 
 
-def build_course_lib(out: Path) -> None:
+def build_course_lib(out: Path, body: Callable[[str, str, str], str] = stub) -> None:
     src = ROOT / "course_lib"
     for path in sorted(src.rglob("*")):
         if "__pycache__" in path.parts or path.is_dir():
@@ -171,7 +181,8 @@ def build_course_lib(out: Path) -> None:
         dest = out / "course_lib" / path.relative_to(src)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".py":
-            dest.write_text(strip_solutions(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT))), encoding="utf-8")
+            source = path.read_text(encoding="utf-8")
+            dest.write_text(strip_solutions(source, str(path.relative_to(ROOT)), body), encoding="utf-8")
         else:
             shutil.copy2(path, dest)
 
