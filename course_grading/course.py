@@ -103,3 +103,8 @@ def hidden_test_lines(root: Path = ROOT, assignments: list[str] | None = None) -
             hidden.update(re.sub(r"\s+#.*$", "", s) for s in release._blocks(text, release.HIDDEN_BEGIN, release.HIDDEN_END))
             public.update(re.sub(r"\s+#.*$", "", s.strip()) for s in release.strip_solutions_loose(text).splitlines())
     return {s for s in hidden - public if len(s) >= 8 and not s.startswith("#")}
+
+
+def feedback_template_dirs() -> list[str]:
+    """nbconvert template folders for the feedback page (``course_feedback``: nbgrader's, tests named)."""
+    return [str(Path(__file__).parent / "templates")]

@@ -48,7 +48,9 @@ class Verdict:
 
 
 def is_hidden(cell) -> bool:
-    return cell.cell_type == "code" and HIDDEN_BEGIN in cell.source
+    """The cell runs hidden tests (also after ``redact`` removed them: it marks the cell)."""
+    marked = cell.get("metadata", {}).get("nbgrader", {}).get("hidden_tests")
+    return cell.cell_type == "code" and (bool(marked) or HIDDEN_BEGIN in cell.source)
 
 
 def first_hidden_index(nb) -> int:
@@ -94,10 +96,15 @@ def verdict_line(v: Verdict) -> str:
     line = f"{v.grade_id}: {state} ({v.score:g}/{v.points:g} points)"
     if v.hidden:
         what = hidden_description(v.task)
-        return line + (f"; the hidden tests check: {what}" if what else "; hidden tests")
+        return line + (f"; they check: {what}" if what else "")
     if not v.passed:
         return line + (f": {v.message}" if v.message else "; run this test cell in your notebook to see its message")
     return line
+
+
+def cell_title(v: Verdict) -> str:
+    """How the page names a test cell: ``Task 1.1 scaled_dot_product_attention, hidden tests``."""
+    return f"{task_title(v.task)}, {'hidden' if v.hidden else 'visible'} tests"
 
 
 def redact_source(source: str) -> str:
@@ -138,11 +145,14 @@ def redact(nb, output_limit: int = 20000) -> int:
             continue
         if HIDDEN_BEGIN in cell.source:
             cell.source = redact_source(cell.source)
+            cell.metadata.setdefault("nbgrader", {})["hidden_tests"] = True
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if gid in by_id:
+            cell.metadata.nbgrader["title"] = cell_title(by_id[gid])
         if i < first:
             for out in cell.outputs:
                 _clean_output(out, output_limit)
             continue
-        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         text = verdict_line(by_id[gid]) + "\n" if gid in by_id else ""
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)] if text else []
         replaced += 1
@@ -167,7 +177,7 @@ def summary_markdown(nb) -> str:
     rows = ["| Task | Points | What the tests said |", "|---|---|---|"]
     for task in sorted(tasks, key=sort_key):
         vs = tasks[task]
-        said = "<br>".join(_md(verdict_line(v).split(": ", 1)[1]) for v in vs)
+        said = "<br>".join(f"{'hidden' if v.hidden else 'visible'} tests: " + _md(verdict_line(v).split(": ", 1)[1]) for v in vs)
         rows.append(f"| {_md(task_title(task))} | {sum(v.score for v in vs):g} / {sum(v.points for v in vs):g} | {said} |")
     total, points = sum(v.score for vs in tasks.values() for v in vs), sum(v.points for vs in tasks.values() for v in vs)
     text = [f"## Your results: {total:g} / {points:g} points", "", *rows, ""]

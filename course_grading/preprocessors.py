@@ -102,7 +102,32 @@ class RestoreCells(NbGraderPreprocessor):
         if restored:
             add_note(nb, f"deleted cells put back: {', '.join(restored)}")
             self.log.warning("deleted cells put back: %s", ", ".join(restored))
+        if info.get("db_url"):
+            unhide_unchanged(nb, released, info["db_url"], info["assignment"], info["notebook"])
         return nb, resources
+
+
+def unhide_unchanged(nb, released, db_url: str, assignment: str, notebook: str) -> int:
+    """A locked cell exactly as released gets its source's code back (hidden tests included), so that
+    nbgrader's ``OverwriteCells`` sees the right checksum and warns only about cells a student edited.
+    Returns the cells changed."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    as_released = {grade_id(c): c.source for c in released.cells if grade_id(c)}
+    changed = 0
+    with Gradebook(db_url) as gb:
+        for cell in nb.cells:
+            gid = grade_id(cell)
+            if not gid or not cell.metadata.nbgrader.get("locked") or as_released.get(gid) != cell.source:
+                continue
+            try:
+                source = gb.find_source_cell(gid, notebook, assignment).source
+            except MissingEntry:
+                continue
+            if source != cell.source:
+                cell.source = source
+                changed += 1
+    return changed
 
 
 class FillStubs(NbGraderPreprocessor):

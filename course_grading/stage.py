@@ -82,7 +82,11 @@ def sync_source(course_dir: Path, assignments: list[str] | None = None, root: Pa
 
 def load_config(course_dir: Path, cell_timeout: int | None = None):
     """The course's ``nbgrader_config.py`` pointed at ``course_dir`` (its gradebook included)."""
-    config = tool("assignments").load_config(ROOT, course_dir)
+    os.environ["COURSE_GRADING_NO_SYNC"] = "1"  # this course directory, not the repository's grading/
+    try:
+        config = tool("assignments").load_config(ROOT, course_dir)
+    finally:
+        os.environ.pop("COURSE_GRADING_NO_SYNC", None)
     if cell_timeout:
         config.Execute.timeout = cell_timeout
     return config
