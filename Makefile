@@ -44,9 +44,9 @@ release: venv
 notebooks: venv
 	$(PY) tools/notebooks.py
 
-## grade: autograde a folder of submission zips (SUBMISSIONS=...), feedback and grades.csv
+## grade: autograde a folder of submission zips or an LMS download (SUBMISSIONS=..., DEADLINE=...), feedback and grades.csv; earlier results are kept
 grade: venv
-	$(PY) tools/grade.py $(SUBMISSIONS) --jobs $(JOBS)
+	$(PY) -m course_grading.cli $(SUBMISSIONS) --jobs $(JOBS) $(if $(DEADLINE),--deadline "$(DEADLINE)")
 
 ## bench: benchmarks, written to benchmarks/results.json
 bench: venv

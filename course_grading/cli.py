@@ -120,6 +120,14 @@ def grade(submissions: Path, out: Path = ROOT / "grading", jobs: int = 2, assign
     from .stage import generate, write_submitted
 
     check_submissions(submissions)
+    import warnings
+
+    from sqlalchemy.exc import SAWarning
+
+    from .merge import fast_alembic
+
+    warnings.filterwarnings("ignore", category=SAWarning)  # nbgrader's Gradebook API, harmless
+    fast_alembic()
     available = assignment_ids()
     wanted = assignments or available
     if unknown := sorted(set(wanted) - set(available)):

@@ -57,3 +57,31 @@ def zero_in_gradebook(main_db: Path, sid: str, aid: str) -> None:
             for g in nb.grades:
                 g.auto_score, g.needs_manual_grade = 0.0, False
         gb.db.commit()
+
+
+def fast_alembic() -> None:
+    """nbgrader runs ``alembic heads`` in a subprocess each time it opens a gradebook (3-7 s, and it fails
+    when the venv's ``bin/`` is not on PATH); ask alembic in this process instead, once."""
+    import functools
+    import os
+    import sys
+
+    import nbgrader.api
+
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    if getattr(nbgrader.api.get_alembic_version, "_course_fast", False):
+        return
+
+    @functools.cache
+    def get_alembic_version() -> str:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(nbgrader.api.__file__).parent / "alembic"))
+        return ScriptDirectory.from_config(cfg).get_current_head()
+
+    get_alembic_version._course_fast = True
+    nbgrader.api.get_alembic_version = get_alembic_version

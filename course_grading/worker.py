@@ -48,6 +48,9 @@ def run_worker(job: dict) -> dict:
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
+    from .merge import fast_alembic
+
+    fast_alembic()
     course, sid, aid = Path(job["course"]), job["student"], job["assignment"]
     os.environ["IPYTHONDIR"] = str(course / ".ipython")  # no instructor startup files in the kernel
     config = load_config(course, job.get("cell_timeout"))
