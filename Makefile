@@ -32,9 +32,9 @@ lab: venv
 test: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
-## test-fast: the unit tests only (seconds)
+## test-fast: the unit tests only (under a minute): tests/ without the slow ones, no instructor notebooks
 test-fast: venv
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 ## release: build the student edition into dist/student and regenerate exercises/
 release: venv

@@ -16,8 +16,9 @@ The course's protections are nbgrader extensions named below, so every route get
 ``tools/assignments.py`` builds exercises/ from solutions/ with the same configuration.
 """
 import os
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 c = get_config()  # noqa: F821  (provided by nbgrader / traitlets when this file is loaded)
 
@@ -96,7 +97,7 @@ c.GenerateFeedback.preprocessors = [
 c.SanitizeHTML.enabled = True
 c.SanitizeHTML.safe_output_keys = {"metadata", "text/plain", "image/png", "image/jpeg"}
 c.HTMLExporter.sanitize_html = True
-c.HTMLExporter.template_name = "course_feedback"  # nbgrader's feedback page with the test cells named
+# nbgrader's feedback page with the test cells named by task (course_grading/templates/feedback)
 c.HTMLExporter.extra_template_basedirs = course.feedback_template_dirs()
 
 # --- zip_collect and export ------------------------------------------------------------------

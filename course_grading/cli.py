@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from pathlib import Path
 
-from .collect import Submission, collect, read_roster, safe_id
+from .collect import Submission, collect, read_roster
 from .course import ROOT, assignment_ids
 from .report import save_note, write_course_grades
 

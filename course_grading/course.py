@@ -106,5 +106,10 @@ def hidden_test_lines(root: Path = ROOT, assignments: list[str] | None = None) -
 
 
 def feedback_template_dirs() -> list[str]:
-    """nbconvert template folders for the feedback page (``course_feedback``: nbgrader's, tests named)."""
-    return [str(Path(__file__).parent / "templates")]
+    """nbconvert template folders for the feedback page: the course's ``feedback`` (nbgrader's, with the
+    test cells named) first, so it is used also where nbgrader forces ``template_name = "feedback"``
+    (its API, formgrader's button), then nbgrader's own."""
+    import nbgrader
+
+    return [str(Path(__file__).parent / "templates"),
+            str(Path(nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates")]

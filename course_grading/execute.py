@@ -17,7 +17,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
 from nbgrader import utils as nbutils
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Dict, Integer, Unicode
+from traitlets import Bool, Dict, Integer
 
 from . import guard as kernel_guard
 
@@ -29,7 +29,6 @@ EVENTS_KEY = "course_grading"  # notebook metadata: what happened while grading 
 
 def defined_names(source: str) -> tuple[list[str], list[str]]:
     """Top-level names of a cell: (defined by def/class, bound by assignments and imports)."""
-    import ast
 
     lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
     try:

@@ -26,6 +26,8 @@ from .course import HIDDEN_BEGIN, HIDDEN_END, hidden_description, sort_key, task
 from .execute import EVENTS_KEY
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# A Markdown link or image to anything but http(s), mailto or an anchor (javascript:, data:, vbscript:)
+UNSAFE_LINK = re.compile(r"(\]\(\s*<?|\]:\s*|<)(?!https?:|mailto:|#)[A-Za-z][A-Za-z0-9+.\-]*:", re.I)
 # Absolute paths of the grading machine: a course directory's autograded/<student>/<assignment>/ prefix,
 # ipykernel's temporary cell files, and any /tmp path.
 MACHINE_PATH = re.compile(r"(?:/[^\s'\"():]+)?/autograded/[^/\s]+/[^/\s]+/|/tmp/ipykernel_\d+/\d+\.py|/tmp/[^\s'\":]*")
@@ -141,6 +143,8 @@ def redact(nb, output_limit: int = 20000) -> int:
     by_id = {v.grade_id: v for v in verdicts(nb)}
     replaced = 0
     for i, cell in enumerate(nb.cells):
+        if cell.cell_type in ("markdown", "raw"):
+            cell.source = UNSAFE_LINK.sub(r"\1#blocked:", cell.source)
         if cell.cell_type != "code":
             continue
         if HIDDEN_BEGIN in cell.source:

@@ -16,11 +16,20 @@ from pathlib import Path
 def install(key: str, submission_dir: str) -> int:
     """Save the functions tests rely on; register ``restore()`` and ``keep(defined, bound)`` as the
     module ``sys.modules[key]``. Returns how many attributes are watched."""
-    import builtins, math, os, sys, types
-    import torch, torch.nn.functional, torch.testing, torch.testing._comparison
+    import builtins
+    import math
+    import os
+    import sys
+    import types
+
+    import torch
+    import torch.nn.functional
+    import torch.testing
+    import torch.testing._comparison
     modules = [math, torch, torch.testing, torch.testing._comparison, torch.nn.functional, torch.linalg]
     try:
-        import numpy, numpy.testing
+        import numpy
+        import numpy.testing
         modules += [numpy, numpy.testing]
         try:
             import numpy.testing._private.utils as _npu

@@ -89,6 +89,9 @@ def load_config(course_dir: Path, cell_timeout: int | None = None):
         os.environ.pop("COURSE_GRADING_NO_SYNC", None)
     if cell_timeout:
         config.Execute.timeout = cell_timeout
+    # NbGraderAPI insists on a writable exchange; grading never uses it (the hub's is configured apart)
+    (course_dir / ".exchange").mkdir(parents=True, exist_ok=True)
+    config.Exchange.root = str(course_dir / ".exchange")
     return config
 
 
