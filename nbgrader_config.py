@@ -31,7 +31,8 @@ with open(ROOT / "course.toml", "rb") as f:
 c.CourseDirectory.course_id = COURSE["repository"].split("/")[-1]
 # Staged course directory (git-ignored): source/ and release/ are generated from solutions/,
 # submitted/, autograded/ and feedback/ hold the students' work, gradebook.db the scores.
-c.CourseDirectory.root = str(ROOT / "grading")
+# COURSE_GRADING_ROOT moves it (a test's temporary course, a class server's course folder).
+c.CourseDirectory.root = os.environ.get("COURSE_GRADING_ROOT") or str(ROOT / "grading")
 c.CourseDirectory.source_directory = "source"
 c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.egg-info"]
@@ -93,6 +94,8 @@ c.GenerateFeedback.preprocessors = [
     "nbconvert.preprocessors.sanitize.SanitizeHTML",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
+# Only the pages reach feedback/ (and the exchange's release_feedback), not files written while grading.
+c.GenerateFeedback.post_convert_hook = "course_grading.feedback.keep_pages_only"
 # Student output never runs in the feedback page: active HTML and JavaScript removed.
 c.SanitizeHTML.enabled = True
 c.SanitizeHTML.safe_output_keys = {"metadata", "text/plain", "image/png", "image/jpeg"}

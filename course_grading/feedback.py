@@ -204,3 +204,20 @@ class FeedbackSummary(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(summary_markdown(nb)))
         return nb, resources
+
+
+def keep_pages_only(assignment=None, student=None, notebooks=(), **_) -> None:
+    """``GenerateFeedback.post_convert_hook``: nbgrader copies every other file of the autograded folder
+    next to the feedback page (files the student's code could have written while grading); keep only
+    the pages. ``notebooks`` are ``<course>/autograded/<student>/<assignment>/<nb>.ipynb``."""
+    import shutil
+    from pathlib import Path
+
+    for nb in notebooks:
+        src = Path(nb).parent
+        folder = src.parents[2] / "feedback" / src.parent.name / src.name
+        for path in sorted(folder.rglob("*"), reverse=True) if folder.is_dir() else []:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True) if not any(path.rglob("*.html")) else None
+            elif path.suffix != ".html":
+                path.unlink(missing_ok=True)

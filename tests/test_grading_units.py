@@ -171,3 +171,15 @@ def test_missing_or_empty_submissions_change_nothing(tmp_path, make):
         (sub / "notes.txt").write_text("not a submission")
     assert main([str(sub), "--out", str(out), "--quiet"]) == 2
     assert sorted(p.name for p in out.iterdir()) == ["grades.csv"] and (out / "grades.csv").read_text() == "student,total\nann,13\n"
+
+
+def test_feedback_folders_keep_the_pages_only(tmp_path):
+    auto = tmp_path / "autograded" / "s" / "01_attention"
+    fb = tmp_path / "feedback" / "s" / "01_attention"
+    for folder in (auto, fb / "course_lib"):
+        folder.mkdir(parents=True)
+    (fb / "01_attention.html").write_text("page")
+    (fb / "course_lib" / "leak.py").write_text("hidden tests, dumped by the student's code")
+    (fb / "leak.txt").write_text("x")
+    feedback.keep_pages_only("01_attention", "s", [str(auto / "01_attention.ipynb")])
+    assert sorted(p.name for p in fb.rglob("*")) == ["01_attention.html"]
