@@ -110,5 +110,5 @@ class TaskCsvExport(ExportPlugin):
         coursedir = _coursedir(self)
         root = Path(coursedir.root) if coursedir is not None else Path(".")
         dest = Path(self.to) if self.to else root / "grades.csv"
-        rows = write_grades(gradebook, load_notes(root), dest)
+        rows = write_grades(gradebook, load_notes(root), dest, root)
         self.log.info("Exported %d students' grades to %s", len(rows), dest)

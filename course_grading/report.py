@@ -50,13 +50,32 @@ def _scores(submission) -> dict[str, float]:
     out: dict[str, float] = {}
     for nb in submission.notebooks:
         for g in nb.grades:
+            if g.name is None:
+                continue
             score = g.manual_score if g.manual_score is not None else (g.auto_score or 0.0)
             out[task_of(g.name)] = out.get(task_of(g.name), 0.0) + float(score)
     return out
 
 
-def table(gb, notes: dict[str, dict[str, dict]]) -> tuple[list[str], list[dict]]:
-    """(columns, rows) of grades.csv from an open nbgrader ``Gradebook`` and the notes."""
+def _from_notebook(course_dir: Path | None, aid: str, sid: str, entry: dict | None, sub) -> dict | None:
+    """Graded by plain ``nbgrader autograde`` (no note, or only zip_collect's): what its notebook says."""
+    path = course_dir / "autograded" / sid / aid / f"{aid}.ipynb" if course_dir else None
+    if sub is None or path is None or not path.exists() or (entry and entry.get("status") != "collected"):
+        return entry
+    from .worker import notebook_report
+
+    scores = {g.name: (g.manual_score if g.manual_score is not None else g.auto_score) for nb in sub.notebooks for g in nb.grades}
+    found = notebook_report(path, scores)
+    entry = dict(entry or {}, status="graded")
+    if any("restarted" in e or "not run" in e for e in found["events"]):
+        entry["status"] = "graded (kernel crashed or hung)"
+    entry["notes"] = list(entry.get("notes", [])) + found["notes"] + found["events"] + found["failed"]
+    return entry
+
+
+def table(gb, notes: dict[str, dict[str, dict]], course_dir: Path | None = None) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of grades.csv from an open nbgrader ``Gradebook`` and the notes (and, for
+    submissions graded by plain nbgrader, their autograded notebooks in ``course_dir``)."""
     from nbgrader.api import MissingEntry
 
     graded = {a.name for a in gb.assignments if a.submissions}
@@ -74,6 +93,7 @@ def table(gb, notes: dict[str, dict[str, dict]]) -> tuple[list[str], list[dict]]
                 sub = gb.find_submission(a, sid) if a in maxima else None
             except MissingEntry:
                 sub = None
+            entry = _from_notebook(course_dir, a, sid, entry, sub)
             if sub is None and entry is None:
                 if a in maxima:
                     status.append(f"{a}: no submission")
@@ -98,9 +118,9 @@ def table(gb, notes: dict[str, dict[str, dict]]) -> tuple[list[str], list[dict]]
     return ["student", *columns, *COLUMNS_AFTER], rows
 
 
-def write_grades(gb, notes: dict[str, dict[str, dict]], dest: Path) -> list[dict]:
+def write_grades(gb, notes: dict[str, dict[str, dict]], dest: Path, course_dir: Path | None = None) -> list[dict]:
     """Write grades.csv (atomically) and return its rows."""
-    columns, rows = table(gb, notes)
+    columns, rows = table(gb, notes, course_dir)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -116,4 +136,4 @@ def write_course_grades(course_dir: Path) -> list[dict]:
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}") as gb:
-        return write_grades(gb, load_notes(course_dir), course_dir / "grades.csv")
+        return write_grades(gb, load_notes(course_dir), course_dir / "grades.csv", course_dir)

@@ -194,3 +194,16 @@ def test_unreadable_and_corrupt_uploads_are_rows_not_crashes(tmp_path):
     assert subs["z"].notebook is not None and any("corrupt" in n for n in subs["z"].notes)
     empty = next(s for s in subs.values() if s.no_id)
     assert empty.problems == ["no notebook in the submission"]
+
+
+def test_a_roster_maps_lms_names_to_student_ids(tmp_path):
+    from course_grading.collect import read_roster
+
+    (tmp_path / "roster.csv").write_text("student_id,name,login\njs42,Jane Smith,jsmith\n", encoding="utf-8")
+    roster = read_roster(tmp_path / "roster.csv")
+    up = tmp_path / "up"
+    up.mkdir()
+    make_zip(up / "Jane Smith_123456_assignsubmission_file_01_attention.zip", {"01_attention.ipynb": NB1})
+    make_zip(up / "submission_stranger_01_attention.zip", {"01_attention.ipynb": NB1})
+    subs = {s.student: s for s in collect(up, ASSIGNMENTS, IDS, tmp_path / "x", roster)}
+    assert set(subs) == {"js42", "stranger"} and any("not on the roster" in n for n in subs["stranger"].notes)
