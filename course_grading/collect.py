@@ -76,7 +76,10 @@ def ids_from_filename(name: str, assignments: list[str]) -> tuple[str | None, st
         rest = stem
     rest = normalise_notebook_name(rest)
     sid = aid = None
-    if m := SUBMISSION_NAME.search(rest):
+    known = [re.search(rf"submission_(?P<sid>.+)_(?P<aid>{re.escape(a)})(?:\s*\(\d+\)|-\d+)*$", rest) for a in assignments]
+    if m := next((k for k in known if k), None):  # a known assignment id: the student id is all before it
+        sid, aid = m.group("sid"), m.group("aid")
+    elif m := SUBMISSION_NAME.search(rest):
         sid, aid = m.group("sid"), m.group("aid")
     else:
         for a in assignments:

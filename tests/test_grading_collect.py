@@ -43,6 +43,7 @@ def make_zip(path: Path, files: dict[str, str | bytes], **info) -> Path:
     ("Jane Smith_123456_assignsubmission_file_submission_js_02_encoder.zip", (None, "js", "02_encoder")),
     ("Jane Smith_123456_assignsubmission_file_01_attention.ipynb", (None, "Jane-Smith", "01_attention")),
     ("submission_a_b_c_03_embeddings.zip", (None, "a_b_c", "03_embeddings")),
+    ("submission_sol_02_02_encoder.zip", (None, "sol_02", "02_encoder")),
     ("Copy of 01_attention.ipynb", (None, None, "01_attention")),
     ("my work.zip", (None, None, None)),
 ])

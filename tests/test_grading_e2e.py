@@ -23,6 +23,8 @@ import pytest
 from course_grading.course import ROOT, hidden_test_lines, tasks, tool
 
 release = tool("release")
+# the whole class is graded in a fixture: minutes, longer than pytest-timeout's default
+pytestmark = pytest.mark.timeout(2400)
 TASK_POINTS = {t.marker: t.points for t in tasks()}
 
 
@@ -207,7 +209,35 @@ def test_a_submission_over_the_time_limit_is_stopped_and_the_batch_goes_on(tmp_p
     assert not left, f"processes left running: {[p.info['cmdline'] for p in left]}"
 
 
+def _rows(out: Path) -> dict[str, dict]:
+    with open(out / "grades.csv", newline="") as f:
+        return {r["student"]: r for r in csv.DictReader(f)}
+
+
 @pytest.mark.slow
+def test_grading_two_exercises_one_after_the_other_keeps_both(tmp_path, student_edition):
+    """Results are never lost: a second exercise, a re-grade and an empty SUBMISSIONS keep what was there."""
+    first = [s for s in make_corpus.scenarios_01() if s.student in ("stubs", "corrupt")]
+    second = [s for s in make_corpus.scenarios_other(["02_encoder"], stubs=False) if s.student == "sol_02"]
+    make_corpus.build(tmp_path / "week1", first, student_edition=student_edition)
+    make_corpus.build(tmp_path / "week2", second, student_edition=student_edition)
+    out = tmp_path / "grading"
+    for week in ("week1", "week2"):
+        run = _run_grader(tmp_path / week, out, "--cell-timeout", "30")
+        assert run.returncode == 0, run.stderr[-3000:]
+    rows = _rows(out)
+    assert rows["stubs"]["status"] == "01_attention: graded; 02_encoder: no submission"
+    assert rows["corrupt"]["status"].startswith("01_attention: not graded")
+    assert rows["sol_02"]["total"] == str(sum(full(2).values())) and "01_attention: no submission" in rows["sol_02"]["status"]
+    pages = sorted(p.relative_to(out) for p in (out / "feedback").rglob("*.html"))
+    assert [str(p) for p in pages] == ["corrupt/01_attention/01_attention.html", "sol_02/02_encoder/02_encoder.html",
+                                       "stubs/01_attention/01_attention.html"]
+    before = (out / "grades.csv").read_text()
+    (tmp_path / "empty").mkdir()
+    run = _run_grader(tmp_path / "empty", out)
+    assert run.returncode == 2 and "Nothing was changed" in run.stderr and (out / "grades.csv").read_text() == before
+
+
 def _notebook(*cells):
     nb = nbformat.v4.new_notebook()
     for gid, src in cells:
@@ -219,6 +249,7 @@ def _notebook(*cells):
     return nb
 
 
+@pytest.mark.slow
 def test_stderr_and_a_trailing_number_do_not_cost_points(tmp_path):
     """nbgrader scores a test cell 0 if it writes to stderr and reads a number as its last value as
     partial credit; the grader's executor shows both and keeps the points."""
