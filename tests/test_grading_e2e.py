@@ -229,7 +229,7 @@ def test_grading_two_exercises_one_after_the_other_keeps_both(tmp_path, student_
     assert rows["stubs"]["status"] == "01_attention: graded; 02_encoder: no submission"
     assert rows["corrupt"]["status"].startswith("01_attention: not graded")
     assert rows["sol_02"]["total"] == str(sum(full(2).values())) and "01_attention: no submission" in rows["sol_02"]["status"]
-    pages = sorted(p.relative_to(out) for p in (out / "feedback").rglob("*.html"))
+    pages = sorted(p.relative_to(out / "feedback") for p in (out / "feedback").rglob("*.html"))
     assert [str(p) for p in pages] == ["corrupt/01_attention/01_attention.html", "sol_02/02_encoder/02_encoder.html",
                                        "stubs/01_attention/01_attention.html"]
     before = (out / "grades.csv").read_text()

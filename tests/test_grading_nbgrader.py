@@ -76,7 +76,7 @@ def test_generate_zip_collect_autograde_feedback_export_from_the_repository_root
         rows = {r["student"]: r for r in csv.DictReader(f)}
     assert {s: rows[s]["total"] for s in ("nbonly", "sol", "cvs")} == {"nbonly": "0", "sol": "13", "cvs": "13"}
     assert rows["cvs"]["flags"] == f"LATE {AID}" and rows["sol"]["flags"] == ""
-    assert "not in the submission, graded as the unedited stub: course_lib/attention.py" in rows["nbonly"]["notes"]
+    assert "not in the submission, graded as the unedited stub: course_lib/analysis.py, course_lib/attention.py" in rows["nbonly"]["notes"]
     assert "task1_1_visible: failed (0/1 points): NotImplementedError" in rows["nbonly"]["notes"]
     assert f"{AID}: graded" == rows["sol"]["status"]
     hidden = hidden_test_lines(ROOT, [AID])

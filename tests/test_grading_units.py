@@ -183,3 +183,19 @@ def test_feedback_folders_keep_the_pages_only(tmp_path):
     (fb / "leak.txt").write_text("x")
     feedback.keep_pages_only("01_attention", "s", [str(auto / "01_attention.ipynb")])
     assert sorted(p.name for p in fb.rglob("*")) == ["01_attention.html"]
+
+
+def test_zip_collect_collector_maps_the_extractors_layout(tmp_path):
+    import json
+
+    from course_grading.plugins import UPLOADS, CourseCollector
+
+    ext = tmp_path / "downloaded" / "01_attention" / "extracted"
+    (ext / "js42" / "course_lib").mkdir(parents=True)
+    (ext.parent / UPLOADS).write_text(json.dumps({"js42": "2026-12-01T10:00:00"}))
+    collector = CourseCollector()
+    assert collector.collect(str(ext / "js42" / "01_attention.ipynb")) == {
+        "student_id": "js42", "file_id": "01_attention.ipynb", "timestamp": "2026-12-01T10:00:00"}
+    assert collector.collect(str(ext / "js42" / "course_lib" / "attention.py"))["file_id"] == "course_lib/attention.py"
+    assert collector.collect(str(ext / "js42" / "course_lib" / "tasks.py")) is None  # support files are the course's
+    assert collector.collect(str(ext / "js42" / "evil" / "x.py")) is None
