@@ -181,7 +181,7 @@ def summary_markdown(nb) -> str:
     rows = ["| Task | Points | What the tests said |", "|---|---|---|"]
     for task in sorted(tasks, key=sort_key):
         vs = tasks[task]
-        said = "<br>".join(f"{'hidden' if v.hidden else 'visible'} tests: " + _md(verdict_line(v).split(": ", 1)[1]) for v in vs)
+        said = "; ".join(f"{'hidden' if v.hidden else 'visible'} tests: " + _md(verdict_line(v).split(": ", 1)[1]) for v in vs)
         rows.append(f"| {_md(task_title(task))} | {sum(v.score for v in vs):g} / {sum(v.points for v in vs):g} | {said} |")
     total, points = sum(v.score for vs in tasks.values() for v in vs), sum(v.points for vs in tasks.values() for v in vs)
     text = [f"## Your results: {total:g} / {points:g} points", "", *rows, ""]
