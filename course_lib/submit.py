@@ -116,17 +116,11 @@ def _course_root(start: Path) -> Path | None:
 
 
 def _colab_root() -> Path:
-    """The student edition's clone on Colab: course.toml's ``colab_dir``, else where course_lib was imported from."""
-    try:
-        import tomllib
-
-        here = Path(__file__).resolve().parents[1]
-        with open(here / "course.toml", "rb") as f:
-            colab_dir = Path(tomllib.load(f)["course"]["colab_dir"])
-        if (colab_dir / "course_lib").is_dir():
-            return colab_dir
-    except Exception:  # noqa: BLE001 - fall back to the imported package
-        pass
+    """The course checkout on Colab: the one the set-up cell chose (the Google Drive copy, or the
+    clone in course.toml's ``colab_dir``), else where course_lib was imported from."""
+    chosen = os.environ.get("COURSE_ROOT")
+    if chosen and (Path(chosen) / "course_lib").is_dir():
+        return Path(chosen)
     return Path(__file__).resolve().parents[1]
 
 

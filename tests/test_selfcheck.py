@@ -84,3 +84,67 @@ def test_student_edition_reports_every_task_as_todo(student_edition):
     assert run.returncode == 0, run.stderr + run.stdout
     assert "[ TODO] Task 1.1 scaled_dot_product_attention: not implemented yet" in run.stdout
     assert "0/20 checks passed" in run.stdout
+
+
+# --- course_lib.forbidden: "written by hand", through any route into PyTorch's fused kernels ----------
+
+def _routes():
+    import torch.nn.functional as F
+    from torch import nn
+
+    q = torch.randn(2, 3, 4, 8)
+    alias = F.scaled_dot_product_attention
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    return {
+        "F.scaled_dot_product_attention": lambda: F.scaled_dot_product_attention(q, q, q),
+        "an alias imported before": lambda: alias(q, q, q),
+        "torch._C._nn": lambda: torch._C._nn.scaled_dot_product_attention(q, q, q),
+        "torch.ops.aten": lambda: torch.ops.aten.scaled_dot_product_attention(q, q, q),
+        "torch.ops.aten .default": lambda: torch.ops.aten.scaled_dot_product_attention.default(q, q, q),
+        "the math kernel": lambda: torch.ops.aten._scaled_dot_product_attention_math(q, q, q),
+        "float64 with a mask": lambda: alias(q.double(), q.double(), q.double(), attn_mask=torch.ones(4, 4, dtype=torch.bool)),
+        "nn.MultiheadAttention": lambda: mha(q[0], q[0], q[0]),
+        "nn.MultiheadAttention fast path": lambda: torch.no_grad()(lambda: mha.eval()(q[0], q[0], q[0]))(),
+        "F.multi_head_attention_forward": lambda: F.multi_head_attention_forward(
+            q[0].transpose(0, 1), q[0].transpose(0, 1), q[0].transpose(0, 1), 8, 2, mha.in_proj_weight, mha.in_proj_bias,
+            None, None, False, 0.0, mha.out_proj.weight, mha.out_proj.bias),
+        "torch function modes disabled": lambda: _without_torch_function(alias, q, q, q),
+    }
+
+
+def _without_torch_function(fn, *args):
+    with torch._C.DisableTorchFunction():  # the function-level mode is off: the kernel level still sees it
+        return fn(*args)
+
+
+@pytest.mark.parametrize("route", list(_routes()))
+def test_forbid_catches_every_route_into_fused_attention(route):
+    from course_lib import forbidden
+
+    fn = _routes()[route]
+    with pytest.raises(forbidden.ForbiddenRoute, match="Task 1.1 must be written by hand"):
+        with forbidden.forbid("1.1"):
+            fn()
+    with forbidden.forbid("1.1", raise_=False) as used:
+        fn()
+    assert used, route
+
+
+def test_forbid_lets_hand_written_attention_and_allowed_references_through():
+    import torch.nn.functional as F
+    from course_lib import forbidden
+
+    q = torch.randn(2, 5, 4, requires_grad=True)
+    with forbidden.forbid("1.1", "attention", "layer_norm") as used:
+        out, w = attention.scaled_dot_product_attention(q, q, q)
+        with forbidden.allowed():
+            ref = F.scaled_dot_product_attention(q, q, q)
+        (out.sum() + ref.sum()).backward()  # backward kernels of an allowed call are fine
+        y = torch.softmax(q @ q.transpose(-2, -1), dim=-1)
+    assert used == [] and q.grad is not None and y.shape == (2, 5, 5)
+    with pytest.raises(forbidden.ForbiddenRoute, match="F.layer_norm"):
+        with forbidden.forbid("2.2", "layer_norm"):
+            torch.nn.LayerNorm(4)(q)
+    with pytest.raises(ValueError, match="unknown groups"):
+        with forbidden.forbid("1.1", "convolution"):
+            pass
