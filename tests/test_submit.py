@@ -241,3 +241,53 @@ def test_make_submission_on_colab_takes_the_drive_copy(tmp_path, monkeypatch):
         assert zf.read("course_lib/vit.py").decode().endswith("# kept in Drive\n")
         executed = nbformat.reads(zf.read("01_tiny.ipynb").decode(), as_version=4)
     assert str(drive_copy / "course_lib") in "".join(o.get("text", "") for o in executed.cells[0].outputs)
+
+
+def test_make_submission_is_quiet_and_its_estimate_is_honest(tmp_path, monkeypatch, capfd):
+    """No kernel log (the TCP-without-encryption warning) at the file-descriptor level; the estimate
+    before the re-run comes from the last re-run and the time taken is reported."""
+    from course_lib import rerun
+
+    root = _course(tmp_path)
+    monkeypatch.setattr(rerun, "TIMES", tmp_path / "times.json")
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    notebook = root / "exercises" / "01_tiny.ipynb"
+    submit.make_submission("jsmith42", notebook=notebook, timeout=120)
+    first = capfd.readouterr()
+    assert "WARNING" not in first.out + first.err and "TCP" not in first.out + first.err, first
+    assert "a guess for 5 code cells" in first.out
+    took = json.loads((tmp_path / "times.json").read_text())["01_tiny"]
+    submit.make_submission("jsmith42", notebook=notebook, timeout=120)
+    second = capfd.readouterr().out
+    assert f"({rerun.say_duration(took)}, as the last re-run of this exercise)" in second, second
+
+
+def test_estimate_uses_the_cells_recorded_run_times():
+    from course_lib import rerun
+
+    nb = {"cells": [{"cell_type": "code", "metadata": {"executionInfo": {"elapsed": 4000}}},
+                    {"cell_type": "code", "metadata": {"execution": {"iopub.execute_input": "2026-01-01T10:00:00.000Z",
+                                                                    "shell.execute_reply": "2026-01-01T10:00:20.500Z"}}}]}
+    seconds, how = rerun.estimate_seconds(nb, "never_run_before_99")
+    assert seconds == pytest.approx(rerun.KERNEL_START_S + 24.5) and "last run times" in how
+    assert rerun.say_duration(9) == "about 10 s" and rerun.say_duration(150) == "about 2 min"
+
+
+def test_make_submission_asks_to_save_first_when_this_cell_is_not_saved(tmp_path, monkeypatch, capsys):
+    """Locally the re-run uses the file on disk: a STUDENT_ID typed but not saved would be lost."""
+    import IPython
+
+    root = _course(tmp_path)
+    notebook = root / "exercises" / "01_tiny.ipynb"
+    saved = nbformat.read(notebook, as_version=4)
+    history = ["", saved.cells[1].source, "print('run but never saved')", "STUDENT_ID = 'jsmith42'\nmake_submission(STUDENT_ID)"]
+    shell = type("Shell", (), {"history_manager": type("H", (), {"input_hist_raw": history})(), "user_ns": {}})()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    assert submit.unsaved_cells(json.loads(notebook.read_text())) == (False, 1)
+    assert submit.make_submission("jsmith42", notebook=notebook) is None
+    assert "Save the notebook (Ctrl+S), then run this cell again" in capsys.readouterr().out
+    assert not list(notebook.parent.glob("*.zip"))
+    history[-1] = saved.cells[4].source  # saved: only the warning about the other cell
+    assert submit.unsaved_cells(json.loads(notebook.read_text())) == (True, 1)
