@@ -103,3 +103,11 @@ def test_student_readme_on_a_fresh_machine(student_edition, tmp_path):
     finally:
         os.killpg(lab.pid, 15)
         lab.wait(timeout=60)
+
+
+def test_notebooks_name_only_commands_the_student_edition_has(student_edition):
+    """`make X` in any notebook or the README of the student edition is a target of its own Makefile."""
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (student_edition / "Makefile").read_text(), re.M))
+    texts = [p.read_text() for p in [*student_edition.glob("*/*.ipynb"), student_edition / "README.md"]]
+    named = {t for text in texts for t in re.findall(r"`make ([a-z][a-z-]*)", text)}
+    assert named and named <= targets, f"commands the student edition lacks: {sorted(named - targets)}"

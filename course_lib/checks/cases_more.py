@@ -1,6 +1,8 @@
 """The self-check's cases of Exercises 3-5 (embeddings, the ViT, analysis); see ``cases.py``."""
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from course_lib import analysis, embeddings, vit
@@ -82,13 +84,13 @@ def _power(dev, out):
     prop(isinstance(result, tuple) and len(result) == 2, f"expected the tuple (x_c, alpha), got {type(result).__name__}")
     x_c, alpha = result
     out["alpha"], out["log10_x_c"] = torch.tensor(float(alpha)), torch.tensor(float(x_c)).log10()
-    prop(type(x_c) is float and type(alpha) is float, f"x_c and alpha must be Python floats, got {type(x_c).__name__} and {type(alpha).__name__} (use float(...) or .item())")
+    prop(isinstance(x_c, float) and isinstance(alpha, float), f"x_c and alpha must be Python floats, got {type(x_c).__name__} and {type(alpha).__name__} (use float(...) or .item())")
     out["alpha_lists"] = torch.tensor(float(analysis.fit_power_law([1.0, 10.0, 100.0], [4.0, 2.0, 1.0])[1]))
 
 
 def _counts(fn, names, what) -> torch.Tensor:
     counts = [fn(vit.vit_config(n)) for n in names]
-    prop(all(type(c) is int for c in counts), f"{what} must be a Python int, got {sorted({type(c).__name__ for c in counts})}")
+    prop(all(isinstance(c, numbers.Integral) for c in counts), f"{what} must return an integer, got {sorted({type(c).__name__ for c in counts})}")
     return torch.tensor(counts, dtype=torch.float64)
 
 
