@@ -10,6 +10,10 @@ from course_lib import attention, embeddings, selfcheck
 from course_lib.tasks import TASKS
 
 
+def test_every_task_says_what_its_hidden_tests_cover():
+    assert all(isinstance(t.hidden, str) and len(t.hidden) > 20 and "\n" not in t.hidden for t in TASKS)
+
+
 def test_every_task_has_a_check():
     assert {c.task for c in selfcheck.CASES.values()} == {t.id for t in TASKS}
     assert all(c.inputs for c in selfcheck.CASES.values())
