@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 SUBMISSIONS ?= submissions
 JOBS ?= 2
 
-.PHONY: venv lab test test-fast release notebooks grade bench clean
+.PHONY: venv lab test test-fast release notebooks grade bench clean hub-deps
 
 venv: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ notebooks: venv
 ## grade: autograde a folder of submission zips (SUBMISSIONS=...), feedback and grades.csv
 grade: venv
 	$(PY) tools/grade.py $(SUBMISSIONS) --jobs $(JOBS)
+
+## hub-deps: JupyterHub (into .venv) and configurable-http-proxy (into .hub/) for tests/test_jupyterhub.py
+hub-deps: venv
+	$(PY) -m pip install --quiet 'jupyterhub>=5,<7'
+	npm install --silent --no-audit --no-fund --prefix .hub configurable-http-proxy@5
 
 ## bench: benchmarks, written to benchmarks/results.json
 bench: venv
