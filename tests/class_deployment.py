@@ -45,7 +45,7 @@ class User:
         Returns:
             stdout and stderr together; a non-zero exit fails with both.
         """
-        proc = subprocess.run(argv, cwd=cwd or self.home, env=self.env(), user=self.uid, group=self.gid,
+        proc = subprocess.run(argv, check=False, cwd=cwd or self.home, env=self.env(), user=self.uid, group=self.gid,
                               extra_groups=[], capture_output=True, text=True, timeout=timeout)
         out = proc.stdout + proc.stderr
         if proc.returncode:
@@ -87,7 +87,7 @@ class Users:
     def remove(self) -> None:
         for user in self.made:
             kill_processes_of(user.uid)
-            subprocess.run(["userdel", "--force", "--remove", user.name], capture_output=True)
+            subprocess.run(["userdel", "--force", "--remove", user.name], check=False, capture_output=True)
         self.made = []
 
 
@@ -181,10 +181,9 @@ c.Spawner.http_timeout = 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"jupyterhub exited with {self.proc.returncode}:\n{self.tail()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/hub/api", timeout=2) as response:
-                    if response.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/hub/api", timeout=2) as response:
+                if response.status == 200:
+                    return
             time.sleep(0.3)
         raise AssertionError(f"jupyterhub did not answer on {self.url} within {timeout:.0f} s:\n{self.tail()}")
 
