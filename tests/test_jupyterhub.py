@@ -1,7 +1,9 @@
 """A real class on one server: JupyterHub, Unix users and nbgrader's exchange (docs/DEPLOY.md, tested).
 
 One instructor and three students are made as Unix users; the exchange lives in a temporary root.
-Every step is nbgrader's own command, run as the user who would run it, so whatever
+The instructor works in a checkout of the course (its ``nbgrader_config.py``, verbatim) and keeps
+the exchange's place in ``~/.jupyter/nbgrader_config.py``; each student's names the exchange and
+the course. Every step is nbgrader's own command, run as the user who would run it, so whatever
 ``nbgrader_config.py`` configures (the course's protections) applies:
 
     instructor  generate_assignment, release_assignment 01_attention
@@ -20,6 +22,7 @@ Needs root (CI runs as root), ``make hub-deps`` (jupyterhub, configurable-http-p
 from __future__ import annotations
 
 import html
+import importlib.util
 import os
 import re
 import shutil
@@ -39,8 +42,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 NBGRADER = str(VENV_BIN / "nbgrader")
 TASK_OF_CELL = re.compile(r"^task(\d+_\d+)")
+CHECKOUT_FILES = ("nbgrader_config.py", "course.toml")  # what nbgrader_config.py reads next to itself
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow]
+if importlib.util.find_spec("pytest_timeout"):  # the class is set up inside the first test: more than one test's time
+    pytestmark.append(pytest.mark.timeout(600))
 
 
 def _missing(reason: str):
@@ -49,22 +55,10 @@ def _missing(reason: str):
     pytest.skip(reason)
 
 
-def _course_id() -> str:
-    from traitlets.config.loader import PyFileConfigLoader
-
-    return PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config().CourseDirectory.course_id
-
-
-def _instructor_config(course: Path, exchange: Path) -> str:
-    """The course's nbgrader_config.py (every protection it configures), pointed at this class."""
-    return (f"c = get_config()  # noqa\n"
-            f"load_subconfig({str(ROOT / 'nbgrader_config.py')!r})  # noqa  (the course's own settings)\n"
-            f"c.CourseDirectory.root = {str(course)!r}\n"
-            f"c.Exchange.root = {str(exchange)!r}\n")
-
-
-def _student_config(exchange: Path, course_id: str) -> str:
-    return f"c = get_config()  # noqa\nc.Exchange.root = {str(exchange)!r}\nc.CourseDirectory.course_id = {course_id!r}\n"
+def _exchange_config(exchange: Path, course_id: str | None = None) -> str:
+    """A user's ~/.jupyter/nbgrader_config.py: where the exchange is (and, for students, which course)."""
+    text = f"c = get_config()  # noqa\nc.Exchange.root = {str(exchange)!r}\n"
+    return text + (f"c.CourseDirectory.course_id = {course_id!r}\n" if course_id else "")
 
 
 def _page_text(path: Path) -> str:
@@ -135,21 +129,27 @@ def hub_class(student_edition):
             full, notebook_only, browser = users.add("full"), users.add("nbonly"), users.add("browser")
             hub = Hub(hub_dir, [full, notebook_only, browser])
             hub.start()  # starts in the background while the CLI path runs
-            course_id = _course_id()
-            course = instructor.home / "course"
-
-            # Instructor: stage the source, generate and release the exercise.
-            instructor.write("course/nbgrader_config.py", _instructor_config(course, exchange))
-
+            # Instructor: a checkout of the course (its nbgrader_config.py, verbatim, and the course.toml it
+            # reads), the exchange in ~/.jupyter; generate and release the exercise from the checkout's root.
+            checkout = instructor.home / "course"
+            checkout.mkdir()
+            for name in CHECKOUT_FILES:
+                shutil.copyfile(ROOT / name, checkout / name)
+            instructor.write(".jupyter/nbgrader_config.py", _exchange_config(exchange))
+            course = checkout / "grading"  # nbgrader_config.py: CourseDirectory.root
             assignments.stage_course(ROOT, course, [AID])
-            chown_tree(course, instructor)
-            instructor.run(NBGRADER, "generate_assignment", AID, "--force", cwd=course)
+            chown_tree(instructor.home, instructor)
+            instructor.run(NBGRADER, "generate_assignment", AID, "--force", cwd=checkout)
+            assert (course / "gradebook.db").exists(), f"nbgrader_config.py no longer uses {course} as the course directory"
             _release_course_lib(course / "release" / AID, student_edition, instructor)
-            instructor.run(NBGRADER, "release_assignment", AID, cwd=course)
+            instructor.run(NBGRADER, "release_assignment", AID, cwd=checkout)
+            course_ids = [p.name for p in exchange.iterdir()]
+            assert len(course_ids) == 1, f"the exchange holds {course_ids}"
+            course_id = course_ids[0]
 
             # Students: fetch, work, submit.
             for student in (full, notebook_only, browser):
-                student.write(".jupyter/nbgrader_config.py", _student_config(exchange, course_id))
+                student.write(".jupyter/nbgrader_config.py", _exchange_config(exchange, course_id))
             for student in (full, notebook_only):
                 student.run(NBGRADER, "fetch_assignment", AID)
             work = full.home / AID / "course_lib"
@@ -161,10 +161,10 @@ def hub_class(student_edition):
                 student.run(NBGRADER, "submit", AID)
 
             # Instructor: collect, autograde, feedback.
-            instructor.run(NBGRADER, "collect", AID, cwd=course)
-            instructor.run(NBGRADER, "autograde", AID, cwd=course, timeout=240)
-            instructor.run(NBGRADER, "generate_feedback", AID, cwd=course)
-            instructor.run(NBGRADER, "release_feedback", AID, cwd=course)
+            instructor.run(NBGRADER, "collect", AID, cwd=checkout)
+            instructor.run(NBGRADER, "autograde", AID, cwd=checkout, timeout=240)
+            instructor.run(NBGRADER, "generate_feedback", AID, cwd=checkout)
+            instructor.run(NBGRADER, "release_feedback", AID, cwd=checkout)
 
             # Students: fetch the feedback.
             for student in (full, notebook_only):
