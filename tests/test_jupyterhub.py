@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,12 @@ def _release_course_lib(released: Path, student_edition: Path, instructor: User)
         chown_tree(released, instructor)
 
 
+def _each(students: tuple[User, ...], *argv: str) -> None:
+    """Run the same command as each student, at the same time (as a class would)."""
+    with ThreadPoolExecutor(len(students)) as pool:
+        list(pool.map(lambda student: student.run(*argv), students))
+
+
 @pytest.fixture(scope="module")
 def hub_class(student_edition):
     """The whole exchange path, run once; yields what the tests look at. Removes users and files after."""
@@ -150,15 +157,13 @@ def hub_class(student_edition):
             # Students: fetch, work, submit.
             for student in (full, notebook_only, browser):
                 student.write(".jupyter/nbgrader_config.py", _exchange_config(exchange, course_id))
-            for student in (full, notebook_only):
-                student.run(NBGRADER, "fetch_assignment", AID)
+            _each((full, notebook_only), NBGRADER, "fetch_assignment", AID)
             work = full.home / AID / "course_lib"
             for module in sorted({t.module for t in TASKS}):  # the correct solution, as a student writes it
                 shutil.copyfile(ROOT / "course_lib" / f"{module}.py", work / f"{module}.py")
             chown_tree(work, full)
             shutil.rmtree(notebook_only.home / AID / "course_lib")  # only the notebook is submitted
-            for student in (full, notebook_only):
-                student.run(NBGRADER, "submit", AID)
+            _each((full, notebook_only), NBGRADER, "submit", AID)
 
             # Instructor: collect, autograde, feedback.
             instructor.run(NBGRADER, "collect", AID, cwd=checkout)
@@ -167,8 +172,7 @@ def hub_class(student_edition):
             instructor.run(NBGRADER, "release_feedback", AID, cwd=checkout)
 
             # Students: fetch the feedback.
-            for student in (full, notebook_only):
-                student.run(NBGRADER, "fetch_feedback", AID)
+            _each((full, notebook_only), NBGRADER, "fetch_feedback", AID)
             hub.wait()
             yield {"course": course, "course_id": course_id, "exchange": exchange, "hub": hub,
                    "instructor": instructor, "full": full, "notebook_only": notebook_only, "browser": browser}
