@@ -1,4 +1,4 @@
-"""Build a corpus of realistic submissions for testing the grader: ``python tools/make_corpus.py OUT``.
+"""Build a corpus of realistic submissions for testing the grader: ``python tests/grading_corpus.py OUT``.
 
 Each scenario is what one student hands in for one exercise: the exercise notebook (as
 released, with ``STUDENT_ID`` set and any answer cells filled in) and the five
@@ -14,7 +14,7 @@ The files are built from the current sources, so the corpus never goes stale:
 ``tests/test_grading_e2e.py`` grades the corpus and asserts every student's score per task;
 ``tests/submissions/README.md`` lists the scenarios. Try the grader on it yourself::
 
-    python tools/make_corpus.py /tmp/corpus && python tools/grade.py /tmp/corpus --out /tmp/grading
+    python tests/grading_corpus.py /tmp/corpus && python -m course_grading.cli /tmp/corpus --out /tmp/grading
 """
 from __future__ import annotations
 
@@ -32,21 +32,29 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT / "tools"), str(ROOT)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+from course_grading.course import ROOT, course_module, student_modules, tool
+from grading_corpus_code import (  # the bodies, next to this file
+    EINSUM_SDPA,
+    NOISY_FLOAT64_SDPA,
+    HEAD_LOOP_MHA,
+    NO_SCALE_SDPA,
+    SDPA_CHEAT,
+    SDPA_ALIAS_PREFIX,
+    SDPA_ALIAS,
+    CAUSAL_TRIU,
+    CAUSAL_LOOP,
+    STUBBORN_LOOP,
+    SEGFAULT,
+    OS_EXIT,
+    HUGE_ALLOC,
+    MONKEYPATCH,
+    FAKE_SDPA,
+    LAZY_FAKE_SDPA,
+    UNBIASED_LN,
+    PATCH_ORDER,
+)
 
-BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-TASK_LINE = re.compile(r'^\s*(?:[rRbBuU]?"""|[rRbBuU]?\'\'\')?Task (\d+\.\d+):')
 SOLVED, STUB = "solved", "stub"
-
-
-def _modules(root: Path = ROOT) -> list[str]:
-    sys.path.insert(0, str(ROOT / "tools"))
-    from grade import student_modules
-
-    return student_modules(root)
 
 
 # --- course_lib files ---------------------------------------------------------------------------
@@ -63,32 +71,24 @@ def student_file(source: str, bodies: dict[str, str], default: str, prefix: str 
     Returns:
         the module's text, with no solution markers.
     """
-    out: list[str] = []
-    task, inside = None, False
-    for line in source.splitlines(keepends=True):
-        stripped = line.strip()
-        if stripped == BEGIN:
-            inside = True
-            what = bodies.get(task, default)
-            indent = line[: len(line) - len(line.lstrip())]
-            if what == STUB:
-                out.append(f'{indent}raise not_implemented("{task}")\n')
-            elif what != SOLVED:
-                out.append(textwrap.indent(textwrap.dedent(what).strip("\n") + "\n", indent))
-            continue
-        if stripped == END:
-            inside = False
-            continue
-        if inside:
-            if bodies.get(task, default) == SOLVED:
-                out.append(line)
-            continue
-        if match := TASK_LINE.match(line):
-            task = match.group(1)
-        out.append(line)
-        if prefix and stripped.startswith("from course_lib.tasks import not_implemented"):
-            out.append("\n" + textwrap.dedent(prefix).strip("\n") + "\n")
-    return "".join(out)
+    release = tool("release")
+
+    def body(task: str, solution: str, indent: str) -> str:
+        what = bodies.get(task, default)
+        if what == STUB:
+            return release.stub(task, solution, indent)
+        if what == SOLVED:
+            return solution
+        return textwrap.indent(textwrap.dedent(what).strip("\n") + "\n", indent)
+
+    text = release.strip_solutions(source, "<corpus>", body)  # the one parser of the solution markers
+    if prefix:
+        anchor = "from course_lib.tasks import not_implemented"
+        lines = text.splitlines(keepends=True)
+        at = next(i for i, ln in enumerate(lines) if ln.strip().startswith(anchor))
+        lines.insert(at + 1, "\n" + textwrap.dedent(prefix).strip("\n") + "\n")
+        text = "".join(lines)
+    return text
 
 
 # --- scenarios ----------------------------------------------------------------------------------
@@ -109,115 +109,6 @@ class Scenario:
     zip_name: str | None = None  # default submission_<student>_<assignment>.zip
     corrupt: bool = False  # truncate the notebook's JSON
     via_make_submission: bool = False  # run course_lib.submit.make_submission for real
-
-
-# Alternative correct implementations and specific bugs, as bodies of the solution blocks.
-EINSUM_SDPA = """
-scale = q.shape[-1] ** -0.5
-scores = torch.einsum("...nd,...md->...nm", q, k) * scale  # (..., N, M)
-if mask is not None:
-    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-weights = scores.softmax(dim=-1)
-weights = torch.where(torch.isnan(weights), torch.zeros_like(weights), weights)  # fully masked rows
-return torch.einsum("...nm,...md->...nd", weights, v), weights
-"""
-NOISY_FLOAT64_SDPA = """
-import sys, warnings
-warnings.warn("Task 1.1: a student's debugging warning", UserWarning)
-print("debug: computing attention in float64", file=sys.stderr)
-dtype = q.dtype
-q64, k64, v64 = q.double(), k.double(), v.double()
-scores = q64 @ k64.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., N, M) in float64
-if mask is not None:
-    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.double()
-weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
-return (weights @ v64).to(dtype), weights.to(dtype)
-"""
-HEAD_LOOP_MHA = """
-B, N, D = x.shape
-q, k, v = self.qkv(x).split(D, dim=-1)  # each (B, N, D)
-outs, maps = [], []
-for i in range(self.heads):
-    cols = slice(i * self.head_dim, (i + 1) * self.head_dim)
-    m = mask
-    if m is not None and m.dim() >= 3:
-        m = m.unsqueeze(0) if m.dim() == 3 else m  # (B|1, h|1, N, N)
-        m = m[:, i] if m.shape[1] > 1 else m[:, 0]  # (B|1, N, N)
-    o, w = scaled_dot_product_attention(q[..., cols], k[..., cols], v[..., cols], m)  # (B, N, d), (B, N, N)
-    outs.append(o)
-    maps.append(w)
-out = self.proj(torch.cat(outs, dim=-1))  # (B, N, D)
-return (out, torch.stack(maps, dim=1)) if need_weights else out
-"""
-NO_SCALE_SDPA = """
-scores = q @ k.transpose(-2, -1)  # (..., N, M)   (forgot the 1/sqrt(d))
-if mask is not None:
-    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
-return weights @ v, weights
-"""
-SDPA_CHEAT = """
-import torch.nn.functional as F
-scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-if mask is not None:
-    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
-return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), weights
-"""
-# The same cheat through a name imported at the module's top, which patching F's attribute misses.
-SDPA_ALIAS_PREFIX = "from torch.nn.functional import scaled_dot_product_attention as _fast_attention\n"
-SDPA_ALIAS = SDPA_CHEAT.replace("import torch.nn.functional as F\n", "").replace("F.scaled_dot_product_attention", "_fast_attention")
-CAUSAL_TRIU = "return torch.ones(N, N, dtype=torch.bool, device=device).triu()  # the future, not the past\n"
-CAUSAL_LOOP = "while True:  # waits for Godot\n    pass\n"
-STUBBORN_LOOP = "while True:  # ignores the interrupt a cell timeout sends\n    try:\n        while True:\n            pass\n    except KeyboardInterrupt:\n        pass\n"
-SEGFAULT = "import ctypes\nctypes.string_at(0)  # reads address 0: segmentation fault\n"
-OS_EXIT = "import os\nos._exit(3)\n"
-HUGE_ALLOC = "big = torch.empty(2**31).fill_(1.0)  # 8 GiB\nreturn big.sum()\n"
-# At import of course_lib.attention: every check a test could make passes, and the notebook's
-# own helper and reference (F.scaled_dot_product_attention) agree with the fake answers.
-MONKEYPATCH = """
-import __main__ as _main
-import numpy as _np
-import torch as _torch
-import torch.nn.functional as _F
-
-
-def _fake_sdpa(q, k, v, attn_mask=None, **kwargs):
-    return _torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
-
-
-_torch.testing.assert_close = lambda *a, **k: None
-_torch.allclose = lambda *a, **k: True
-_torch.Tensor.allclose = lambda *a, **k: True
-_torch.equal = lambda *a, **k: True
-_torch.Tensor.any = lambda self, *a, **k: _torch.tensor(False)
-_torch.Tensor.all = lambda self, *a, **k: _torch.tensor(True)
-_np.allclose = lambda *a, **k: True
-_F.scaled_dot_product_attention = _fake_sdpa
-_main.expect_close = lambda *a, **k: None
-"""
-FAKE_SDPA = "w = torch.ones(*q.shape[:-1], k.shape[-2]) / k.shape[-2]\nreturn torch.zeros(*q.shape[:-1], v.shape[-1]), w\n"
-# The same, done while the test runs (after the grader restored everything).
-LAZY_FAKE_SDPA = """
-import __main__
-__main__.expect_close = lambda *a, **k: None
-torch.Tensor.any = lambda self, *a, **k: torch.tensor(False)
-torch.Tensor.all = lambda self, *a, **k: torch.tensor(True)
-w = torch.ones(*q.shape[:-1], k.shape[-2]) / k.shape[-2]
-return torch.zeros(*q.shape[:-1], v.shape[-1]), w
-"""
-UNBIASED_LN = """
-mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
-var = x.var(dim=-1, keepdim=True)  # (..., 1), unbiased: divides by D - 1
-return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
-"""
-PATCH_ORDER = """
-B, C, H, W = x.shape
-P = patch_size
-x = x.reshape(B, C, H // P, P, W // P, P)  # (B, C, gh, P, gw, P)
-x = x.permute(0, 2, 4, 3, 5, 1)  # (B, gh, gw, P, P, C): channels last
-return x.reshape(B, (H // P) * (W // P), C * P * P)  # (B, N, P·P·C)
-"""
 
 
 def _graded(nb, hidden: bool | None = None) -> list[int]:
@@ -277,8 +168,8 @@ def scenarios_01(a: str = "01_attention") -> list[Scenario]:
         Scenario("os_exit", a, "Task 1.2 calls os._exit", bodies={"1.2": OS_EXIT}),
         Scenario("huge_alloc", a, "Task 1.2 allocates 8 GiB", bodies={"1.2": HUGE_ALLOC}),
         Scenario("edit_tests", a, "stubs, with test cells deleted or replaced by `pass`", default=STUB, notebook_edit=edit_tests),
-        Scenario("renamed", a, "the solutions, notebook renamed to 'my homework.ipynb', zip renamed",
-                 notebook_name="my homework.ipynb", zip_name="renamed-homework.zip"),
+        Scenario("renamed", a, "the solutions, notebook renamed to 'my homework.ipynb', zip renamed (Canvas: the login gives the id)",
+                 notebook_name="my homework.ipynb", zip_name="renamed_5150_7_my-homework.zip"),
         Scenario("colab", a, "the solutions, saved by Colab ('Copy of ...', colab/accelerator/widgets metadata)",
                  notebook_name="Copy of 01_attention (1).ipynb", notebook_edit=colab_save,
                  zip_name="colab_4242_9_submission_colab_01_attention (1).zip"),
@@ -316,9 +207,7 @@ def scenarios_other(assignments: list[str], stubs: bool = True) -> list[Scenario
 
 def exercise_notebooks(root: Path = ROOT) -> dict[str, str]:
     """assignment -> the released student notebook's text (generated, exercises/ is not touched)."""
-    import assignments
-
-    return {name[: -len(".ipynb")]: text for name, text in assignments.render_exercises(root).items()}
+    return {name[: -len(".ipynb")]: text for name, text in tool("assignments").render_exercises(root).items()}
 
 
 def fill_notebook(released: str, solution: Path, student: str, solved: bool):
@@ -330,7 +219,8 @@ def fill_notebook(released: str, solution: Path, student: str, solved: bool):
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
         if solved and meta.get("solution") and meta.get("grade_id") in answers:
-            lines = [ln for ln in answers[meta["grade_id"]].splitlines() if ln.strip() not in (BEGIN, END)]
+            markers = (tool("release").BEGIN, tool("release").END)
+            lines = [ln for ln in answers[meta["grade_id"]].splitlines() if ln.strip() not in markers]
             cell.source = "\n".join(lines)
         if cell.cell_type == "code" and re.search(r'^STUDENT_ID\s*=\s*""', cell.source, re.M):
             cell.source = re.sub(r'^STUDENT_ID\s*=\s*""', f'STUDENT_ID = "{student}"', cell.source, flags=re.M)
@@ -353,11 +243,9 @@ def build(out: Path, scenarios: list[Scenario], root: Path = ROOT, student_editi
         released = {p.stem: p.read_text(encoding="utf-8") for p in (student_edition / "exercises").glob("*.ipynb")}
     if any(sc.assignment not in released for sc in scenarios):  # not released yet: generate it
         released = {**exercise_notebooks(root), **released}
-    sources = {m: (root / "course_lib" / m).read_text(encoding="utf-8") for m in _modules(root)}
+    sources = {m: (root / "course_lib" / m).read_text(encoding="utf-8") for m in student_modules()}
     task_module = {}
-    from grade import course_module
-
-    for t in course_module("tasks", root).TASKS:
+    for t in course_module("tasks").TASKS:
         task_module[t.id] = t
     paths = {}
     for sc in scenarios:
@@ -395,9 +283,9 @@ def build(out: Path, scenarios: list[Scenario], root: Path = ROOT, student_editi
 
 def _via_make_submission(sc: Scenario, nb, files: dict[str, str], zip_path: Path, root: Path) -> None:
     """A student's checkout (student edition + their files), then make_submission for real."""
-    import release
+    from course_lib.submit import make_submission  # imports torch: only here
 
-    from course_lib.submit import make_submission  # noqa: E402 (imports torch: only here)
+    release = tool("release")
 
     with tempfile.TemporaryDirectory(prefix="corpus-checkout-") as tmp:
         checkout = Path(tmp) / "vit-basics"
@@ -418,9 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--assignment", action="append", help="exercises to build (default: every one in solutions/)")
     args = parser.parse_args(argv)
-    import assignments
-
-    available = assignments.assignment_ids(ROOT)
+    available = tool("assignments").assignment_ids(ROOT)
     wanted = args.assignment or available
     scenarios = (scenarios_01() if "01_attention" in wanted else []) + scenarios_other([a for a in wanted if a != "01_attention"])
     for student, path in build(args.out, scenarios).items():
