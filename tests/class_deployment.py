@@ -10,7 +10,6 @@ import contextlib
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import socket
 import stat
@@ -205,6 +204,3 @@ c.Spawner.http_timeout = 90
         for user in self.users:
             kill_processes_of(user.uid)
 
-
-def copy_tree(src: Path, dest: Path) -> None:
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"), dirs_exist_ok=True)
