@@ -15,7 +15,7 @@ LAB_ARGS ?=
 SUBMISSIONS ?= submissions
 JOBS ?= 2
 
-.PHONY: venv lab test test-fast release notebooks grade bench clean
+.PHONY: venv lab test test-fast release notebooks grade bench clean hub-deps
 
 venv: $(VENV)/.installed
 
@@ -49,6 +49,11 @@ notebooks: venv
 ## grade: autograde a folder of submission zips or an LMS download (SUBMISSIONS=..., DEADLINE=...), feedback and grades.csv; earlier results are kept
 grade: venv
 	$(PY) -m course_grading.cli $(SUBMISSIONS) --jobs $(JOBS) $(if $(DEADLINE),--deadline "$(DEADLINE)")
+
+## hub-deps: JupyterHub (into .venv) and configurable-http-proxy (into .hub/) for tests/test_jupyterhub.py
+hub-deps: venv
+	$(PY) -m pip install --quiet 'jupyterhub>=5,<7'
+	npm install --silent --no-audit --no-fund --prefix .hub configurable-http-proxy@5
 
 ## bench: benchmarks, written to benchmarks/results.json
 bench: venv
