@@ -206,10 +206,14 @@ class FeedbackSummary(NbGraderPreprocessor):
         return nb, resources
 
 
+# Written by nbgrader itself next to each feedback page, and read back by ``release_feedback``.
+NBGRADER_FILES = ("timestamp.txt", "submission_secret.txt")
+
+
 def keep_pages_only(assignment=None, student=None, notebooks=(), **_) -> None:
     """``GenerateFeedback.post_convert_hook``: nbgrader copies every other file of the autograded folder
     next to the feedback page (files the student's code could have written while grading); keep only
-    the pages. ``notebooks`` are ``<course>/autograded/<student>/<assignment>/<nb>.ipynb``."""
+    the pages and the two files nbgrader's own ``release_feedback`` reads. ``notebooks`` are ``<course>/autograded/<student>/<assignment>/<nb>.ipynb``."""
     import shutil
     from pathlib import Path
 
@@ -219,5 +223,5 @@ def keep_pages_only(assignment=None, student=None, notebooks=(), **_) -> None:
         for path in sorted(folder.rglob("*"), reverse=True) if folder.is_dir() else []:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True) if not any(path.rglob("*.html")) else None
-            elif path.suffix != ".html":
+            elif path.suffix != ".html" and path.relative_to(folder).as_posix() not in NBGRADER_FILES:
                 path.unlink(missing_ok=True)

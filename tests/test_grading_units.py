@@ -181,8 +181,10 @@ def test_feedback_folders_keep_the_pages_only(tmp_path):
     (fb / "01_attention.html").write_text("page")
     (fb / "course_lib" / "leak.py").write_text("hidden tests, dumped by the student's code")
     (fb / "leak.txt").write_text("x")
+    for name in feedback.NBGRADER_FILES:  # nbgrader's release_feedback reads them
+        (fb / name).write_text("nbgrader's")
     feedback.keep_pages_only("01_attention", "s", [str(auto / "01_attention.ipynb")])
-    assert sorted(p.name for p in fb.rglob("*")) == ["01_attention.html"]
+    assert sorted(p.name for p in fb.rglob("*")) == sorted(["01_attention.html", *feedback.NBGRADER_FILES])
 
 
 def test_zip_collect_collector_maps_the_extractors_layout(tmp_path):
