@@ -23,7 +23,11 @@ try:
 except OSError as e:
     sys.exit(f"course sandbox: the submission does not fit its scratch space ({e})")
 for name, (soft, hard) in spec["limits"].items():
-    resource.setrlimit(getattr(resource, name), (soft, hard))
+    limit = getattr(resource, name)
+    _, inherited = resource.getrlimit(limit)  # never above a limit the grader already set
+    if inherited != resource.RLIM_INFINITY:
+        soft, hard = min(soft, inherited), min(hard, inherited)
+    resource.setrlimit(limit, (soft, hard))
 os.environ.pop("JPY_PARENT_PID", None)  # its parent is the namespace's pid 1; --die-with-parent ties it to the grader
 os.execv(sys.argv[2], sys.argv[2:])
 """
