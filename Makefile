@@ -32,9 +32,9 @@ lab: venv
 test: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
-## test-fast: the unit tests only (seconds)
+## test-fast: the unit tests only (under a minute): tests/ without the slow ones, no instructor notebooks
 test-fast: venv
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 ## release: build the student edition into dist/student and regenerate exercises/
 release: venv
@@ -44,9 +44,9 @@ release: venv
 notebooks: venv
 	$(PY) tools/notebooks.py
 
-## grade: autograde a folder of submission zips (SUBMISSIONS=...), feedback and grades.csv
+## grade: autograde a folder of submission zips or an LMS download (SUBMISSIONS=..., DEADLINE=...), feedback and grades.csv; earlier results are kept
 grade: venv
-	$(PY) tools/grade.py $(SUBMISSIONS) --jobs $(JOBS)
+	$(PY) -m course_grading.cli $(SUBMISSIONS) --jobs $(JOBS) $(if $(DEADLINE),--deadline "$(DEADLINE)")
 
 ## bench: benchmarks, written to benchmarks/results.json
 bench: venv

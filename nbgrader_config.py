@@ -1,26 +1,24 @@
-"""nbgrader's configuration for the course (read by ``nbgrader`` run from the repository root
-and by ``tools/assignments.py``).
+"""nbgrader's configuration for the course: read by every nbgrader command run from the repository root,
+by formgrader, by the exchange, and by ``make grade`` (``course_grading``). See docs/INSTRUCTOR.md.
 
-nbgrader works on a course directory laid out as ``<root>/<step>/<assignment>/<notebook>.ipynb``
-(``source/01_attention/01_attention.ipynb`` -> ``release/01_attention/01_attention.ipynb``).
-The course keeps its instructor notebooks flat instead, one assignment per notebook:
+nbgrader works on a course directory ``grading/`` laid out as ``<step>/<assignment>/<notebook>.ipynb``.
+The course keeps its instructor notebooks flat (``solutions/NN_name.ipynb``); loading this file lays
+them out as ``grading/source/NN_name/NN_name.ipynb`` with the student edition's course_lib next to
+them (``course_grading.stage.sync_source``: only changed files are written), so
 
-    solutions/NN_name.ipynb   instructor source: explanations, self-check, graded tests with
-                              hidden parts (the task solutions themselves live in course_lib/)
-    exercises/NN_name.ipynb   generated student notebook (never edit by hand)
+    nbgrader generate_assignment 01_attention     # no staging step first
+    nbgrader zip_collect 01_attention             # grading/downloaded/01_attention/archive/*.zip
+    nbgrader autograde 01_attention
+    nbgrader generate_feedback 01_attention
+    nbgrader export                               # grading/grades.csv, per task
 
-``tools/assignments.py`` bridges the two: it stages ``solutions/NN_name.ipynb`` as
-``<root>/source/NN_name/NN_name.ipynb`` (a temporary directory for ``make release``, or the
-course directory below for grading), runs nbgrader's ``generate_assignment`` through its
-Python API and copies ``release/NN_name/NN_name.ipynb`` to ``exercises/NN_name.ipynb``.
-
-    python tools/assignments.py                  # regenerate exercises/ (make release runs it)
-    python tools/assignments.py --check          # does exercises/ match solutions/?
-    python tools/assignments.py --stage grading  # course directory + gradebook for autograde
-    nbgrader autograde 01_attention              # then, from the repository root
+The course's protections are nbgrader extensions named below, so every route gets them.
+``tools/assignments.py`` builds exercises/ from solutions/ with the same configuration.
 """
-import tomllib
+import os
 from pathlib import Path
+
+import tomllib
 
 c = get_config()  # noqa: F821  (provided by nbgrader / traitlets when this file is loaded)
 
@@ -33,7 +31,8 @@ with open(ROOT / "course.toml", "rb") as f:
 c.CourseDirectory.course_id = COURSE["repository"].split("/")[-1]
 # Staged course directory (git-ignored): source/ and release/ are generated from solutions/,
 # submitted/, autograded/ and feedback/ hold the students' work, gradebook.db the scores.
-c.CourseDirectory.root = str(ROOT / "grading")
+# COURSE_GRADING_ROOT moves it (a test's temporary course, a class server's course folder).
+c.CourseDirectory.root = os.environ.get("COURSE_GRADING_ROOT") or str(ROOT / "grading")
 c.CourseDirectory.source_directory = "source"
 c.CourseDirectory.release_directory = "release"
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.egg-info"]
@@ -50,14 +49,61 @@ c.ClearHiddenTests.begin_test_delimeter = "BEGIN HIDDEN TESTS"
 c.ClearHiddenTests.end_test_delimeter = "END HIDDEN TESTS"
 # Student notebooks ship without outputs (ClearOutput is part of generate_assignment).
 
+# --- the course's protections (course_grading), by name ------------------------------------------
+from course_grading import course  # noqa: E402  (instructor-only package, installed with the repository)
+
+if not os.environ.get("COURSE_GRADING_NO_SYNC"):
+    from course_grading.stage import sync_source
+
+    sync_source(Path(c.CourseDirectory.root))
+
 # --- autograde -------------------------------------------------------------------------------
 # Every test cell runs in well under 5 s on a laptop CPU; 30 s per cell is the safety net.
 c.Execute.timeout = 30
-# A student who deletes or breaks a graded cell gets it back from the gradebook.
-c.OverwriteCells.add_missing_cells = True
-# Plain `nbgrader autograde` copies the source folder's files over the submission's: never let it
-# replace a student's course_lib files with the instructor's (every student would get full marks).
-# `make grade` (tools/grade.py) is the supported path; this keeps plain nbgrader honest too.
-c.Autograde.exclude_overwriting = {
-    "*": [f"course_lib/{module}.py" for module in ("attention", "encoder", "embeddings", "vit", "analysis")]
-}
+# nbgrader looks exclude_overwriting up BY ASSIGNMENT ID: each assignment keeps every student-edited
+# course_lib file the student's (the list comes from course_lib/tasks.py). A file the submission lacks
+# becomes the student edition's stub (FillStubs), never the instructor's code.
+c.Autograde.exclude_overwriting = course.exclude_overwriting()
+c.OverwriteCells.add_missing_cells = True  # a fallback: RestoreCells already put deleted cells back in place
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "course_grading.preprocessors.RestoreCells",  # deleted graded/locked cells back IN PLACE; cell ids
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "nbgrader.preprocessors.OverwriteCells",  # edited locked cells (tests, helpers) restored
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+c.Autograde.autograde_preprocessors = [
+    "course_grading.preprocessors.FillStubs",  # missing course_lib files: the student edition's stubs
+    # nbgrader's Execute + kernel crash/timeout recovery, the kernel guard, stderr and a trailing number
+    # never costing points; its kernel manager is nbclient's `kernel_manager_class` (c.Execute.kernel_manager_class)
+    "course_grading.execute.GradingExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
+# --- generate_feedback (also formgrader's button) ----------------------------------------------
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "course_grading.feedback.RedactFeedback",  # no hidden test, nothing that ran after one, no machine paths
+    "course_grading.feedback.FeedbackSummary",  # every task: name, points, what the tests said
+    "nbconvert.preprocessors.sanitize.SanitizeHTML",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
+# Only the pages reach feedback/ (and the exchange's release_feedback), not files written while grading.
+c.GenerateFeedback.post_convert_hook = "course_grading.feedback.keep_pages_only"
+# Student output never runs in the feedback page: active HTML and JavaScript removed.
+c.SanitizeHTML.enabled = True
+c.SanitizeHTML.safe_output_keys = {"metadata", "text/plain", "image/png", "image/jpeg"}
+c.HTMLExporter.sanitize_html = True
+# nbgrader's feedback page with the test cells named by task (course_grading/templates/feedback)
+c.HTMLExporter.extra_template_basedirs = course.feedback_template_dirs()
+
+# --- zip_collect and export ------------------------------------------------------------------
+c.ZipCollectApp.extractor_plugin = "course_grading.plugins.SafeExtractor"
+c.ZipCollectApp.collector_plugin = "course_grading.plugins.CourseCollector"
+c.ExportApp.plugin_class = "course_grading.plugins.TaskCsvExport"  # grading/grades.csv, per task

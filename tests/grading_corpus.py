@@ -1,4 +1,4 @@
-"""Build a corpus of realistic submissions for testing the grader: ``python tools/make_corpus.py OUT``.
+"""Build a corpus of realistic submissions for testing the grader: ``python tests/grading_corpus.py OUT``.
 
 Each scenario is what one student hands in for one exercise: the exercise notebook (as
 released, with ``STUDENT_ID`` set and any answer cells filled in) and the five
@@ -14,7 +14,7 @@ The files are built from the current sources, so the corpus never goes stale:
 ``tests/test_grading_e2e.py`` grades the corpus and asserts every student's score per task;
 ``tests/submissions/README.md`` lists the scenarios. Try the grader on it yourself::
 
-    python tools/make_corpus.py /tmp/corpus && python tools/grade.py /tmp/corpus --out /tmp/grading
+    python tests/grading_corpus.py /tmp/corpus && python -m course_grading.cli /tmp/corpus --out /tmp/grading
 """
 from __future__ import annotations
 
@@ -32,21 +32,11 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT / "tools"), str(ROOT)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+from course_grading.course import ROOT, course_module, student_modules, tool
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 TASK_LINE = re.compile(r'^\s*(?:[rRbBuU]?"""|[rRbBuU]?\'\'\')?Task (\d+\.\d+):')
 SOLVED, STUB = "solved", "stub"
-
-
-def _modules(root: Path = ROOT) -> list[str]:
-    sys.path.insert(0, str(ROOT / "tools"))
-    from grade import student_modules
-
-    return student_modules(root)
 
 
 # --- course_lib files ---------------------------------------------------------------------------
@@ -277,8 +267,8 @@ def scenarios_01(a: str = "01_attention") -> list[Scenario]:
         Scenario("os_exit", a, "Task 1.2 calls os._exit", bodies={"1.2": OS_EXIT}),
         Scenario("huge_alloc", a, "Task 1.2 allocates 8 GiB", bodies={"1.2": HUGE_ALLOC}),
         Scenario("edit_tests", a, "stubs, with test cells deleted or replaced by `pass`", default=STUB, notebook_edit=edit_tests),
-        Scenario("renamed", a, "the solutions, notebook renamed to 'my homework.ipynb', zip renamed",
-                 notebook_name="my homework.ipynb", zip_name="renamed-homework.zip"),
+        Scenario("renamed", a, "the solutions, notebook renamed to 'my homework.ipynb', zip renamed (Canvas: the login gives the id)",
+                 notebook_name="my homework.ipynb", zip_name="renamed_5150_7_my-homework.zip"),
         Scenario("colab", a, "the solutions, saved by Colab ('Copy of ...', colab/accelerator/widgets metadata)",
                  notebook_name="Copy of 01_attention (1).ipynb", notebook_edit=colab_save,
                  zip_name="colab_4242_9_submission_colab_01_attention (1).zip"),
@@ -316,9 +306,7 @@ def scenarios_other(assignments: list[str], stubs: bool = True) -> list[Scenario
 
 def exercise_notebooks(root: Path = ROOT) -> dict[str, str]:
     """assignment -> the released student notebook's text (generated, exercises/ is not touched)."""
-    import assignments
-
-    return {name[: -len(".ipynb")]: text for name, text in assignments.render_exercises(root).items()}
+    return {name[: -len(".ipynb")]: text for name, text in tool("assignments").render_exercises(root).items()}
 
 
 def fill_notebook(released: str, solution: Path, student: str, solved: bool):
@@ -353,11 +341,9 @@ def build(out: Path, scenarios: list[Scenario], root: Path = ROOT, student_editi
         released = {p.stem: p.read_text(encoding="utf-8") for p in (student_edition / "exercises").glob("*.ipynb")}
     if any(sc.assignment not in released for sc in scenarios):  # not released yet: generate it
         released = {**exercise_notebooks(root), **released}
-    sources = {m: (root / "course_lib" / m).read_text(encoding="utf-8") for m in _modules(root)}
+    sources = {m: (root / "course_lib" / m).read_text(encoding="utf-8") for m in student_modules()}
     task_module = {}
-    from grade import course_module
-
-    for t in course_module("tasks", root).TASKS:
+    for t in course_module("tasks").TASKS:
         task_module[t.id] = t
     paths = {}
     for sc in scenarios:
@@ -395,9 +381,9 @@ def build(out: Path, scenarios: list[Scenario], root: Path = ROOT, student_editi
 
 def _via_make_submission(sc: Scenario, nb, files: dict[str, str], zip_path: Path, root: Path) -> None:
     """A student's checkout (student edition + their files), then make_submission for real."""
-    import release
+    from course_lib.submit import make_submission  # imports torch: only here
 
-    from course_lib.submit import make_submission  # noqa: E402 (imports torch: only here)
+    release = tool("release")
 
     with tempfile.TemporaryDirectory(prefix="corpus-checkout-") as tmp:
         checkout = Path(tmp) / "vit-basics"
@@ -418,9 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--assignment", action="append", help="exercises to build (default: every one in solutions/)")
     args = parser.parse_args(argv)
-    import assignments
-
-    available = assignments.assignment_ids(ROOT)
+    available = tool("assignments").assignment_ids(ROOT)
     wanted = args.assignment or available
     scenarios = (scenarios_01() if "01_attention" in wanted else []) + scenarios_other([a for a in wanted if a != "01_attention"])
     for student, path in build(args.out, scenarios).items():
