@@ -7,8 +7,8 @@ notebook's code cells (cells identical to the released notebook's are the instru
 skipped) with ``ast`` (nothing is run) and returns one note per finding, e.g.
 ``course_lib/attention.py:3: imports subprocess (process)``.
 
-``ScanSubmission`` is the nbgrader preprocessor (``Autograde``, before ``Execute``): it stores the
-notes in the notebook's metadata (``course_grading.review``), where the report picks them up.
+``ScanSubmission`` is the nbgrader preprocessor (``Autograde``, before ``Execute``): its summary is a
+note of the submission (``preprocessors.add_note``), which ``grades.csv`` shows, starting "REVIEW".
 """
 from __future__ import annotations
 
@@ -57,7 +57,10 @@ ATTRIBUTES = {  # attribute names that matter wherever they appear
 }
 NAMES = {"In": "IPython history", "Out": "IPython history", "_ih": "IPython history", "_oh": "IPython history",
          "_i": "IPython history", "_ii": "IPython history", "_iii": "IPython history", "__builtins__": "introspection"}
-ALLOWED_ATTRIBUTES = {("F", "scaled_dot_product_attention")}  # the fused path (fused=True) is part of the course
+# The fused path (fused=True) is part of the course: F.scaled_dot_product_attention is fine, other routes to
+# the kernels (torch._C._nn, torch.ops.aten) are noted; ``attention.scaled_dot_product_attention`` is the task.
+ALLOWED_OWNERS = {"F", "torch.nn.functional", "nn.functional"}
+TORCH_NAMES = {"torch", "F", "nn", "aten", "_C", "_nn", "ops"}
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,10 @@ def scan_source(source: str, where: str) -> list[Finding]:
         elif isinstance(node, ast.Attribute):
             dotted = _dotted(node) or f"….{node.attr}"
             owner = dotted.rsplit(".", 1)[0]
-            if node.attr in ATTRIBUTES and (owner, node.attr) not in ALLOWED_ATTRIBUTES:
+            fused = ATTRIBUTES.get(node.attr) == "fused attention"
+            if fused and (owner in ALLOWED_OWNERS or owner.split(".")[0] not in TORCH_NAMES):
+                pass  # the fused path of the course (F.scaled_dot_product_attention), or a task of the same name
+            elif node.attr in ATTRIBUTES:
                 found.append(Finding(at, f"uses {dotted}", ATTRIBUTES[node.attr]))
             elif dotted.startswith(("torch._C", "torch.ops", "torch.library")) and isinstance(node.value, ast.Name):
                 found.append(Finding(at, f"uses {dotted}", "dispatcher"))
@@ -131,13 +137,16 @@ def scan_source(source: str, where: str) -> list[Finding]:
     return found
 
 
-def released_sources(released: Path | None) -> set[str]:
-    """The code cells of the released notebook (the instructor's own code, not scanned)."""
+def released_sources(released: Path | None) -> tuple[set[str], set[str]]:
+    """The released notebook's code cells and the grade ids of its locked or graded cells: the
+    instructor's own code, not scanned (nbgrader restores those cells before autograding)."""
     if released is None or not released.exists():
-        return set()
+        return set(), set()
     nb = json.loads(released.read_text(encoding="utf-8"))
-    return {"".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-            for c in nb.get("cells", []) if c.get("cell_type") == "code"}
+    cells = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    ids = {m["grade_id"] for c in cells if (m := c.get("metadata", {}).get("nbgrader", {})).get("grade_id")
+           and (m.get("locked") or m.get("grade")) and not m.get("solution")}
+    return {"".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells}, ids
 
 
 def scan_submission(folder: Path, modules: list[str] | None = None, released: Path | None = None) -> list[Finding]:
@@ -148,7 +157,7 @@ def scan_submission(folder: Path, modules: list[str] | None = None, released: Pa
     for path in sorted(lib.glob("*.py")) if lib.is_dir() else []:
         if modules is None or path.name in modules:
             found += scan_source(path.read_text(encoding="utf-8", errors="replace"), f"course_lib/{path.name}")
-    skip = released_sources(released)
+    skip, instructor = released_sources(released)
     for nb_path in sorted(folder.glob("*.ipynb")):
         try:
             nb = json.loads(nb_path.read_text(encoding="utf-8"))
@@ -157,6 +166,8 @@ def scan_submission(folder: Path, modules: list[str] | None = None, released: Pa
             continue
         for i, cell in enumerate(nb.get("cells", [])):
             source = "".join(cell["source"]) if isinstance(cell.get("source"), list) else cell.get("source", "")
+            if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") in instructor:
+                continue
             if cell.get("cell_type") == "code" and source not in skip:
                 found += scan_source(source, f"{nb_path.name} cell {i}")
     return found
@@ -193,10 +204,13 @@ try:
         def preprocess(self, nb, resources):
             folder = Path(resources.get("metadata", {}).get("path") or ".")
             released = Path(self.released) if self.released else self._released(resources)
-            notes = [str(f) for f in scan_submission(folder, _student_modules(), released)]
-            nb.metadata.setdefault("course_grading", {})["review"] = notes
-            for note in notes[:20]:
-                self.log.warning("review: %s", note)
+            found = scan_submission(folder, _student_modules(), released)
+            if found:
+                from .preprocessors import add_note
+
+                add_note(nb, "REVIEW " + summary(found))
+                for finding in found[:20]:
+                    self.log.warning("static scan, for review: %s", finding)
             return nb, resources
 
         def _released(self, resources) -> Path | None:

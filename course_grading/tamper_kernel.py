@@ -51,14 +51,29 @@ def install(key: str, submission_dir: str, tasks: list[tuple[str, str]]) -> str:
     seen: list[str] = []
     pristine: dict = {}
 
+    def from_submission(obj) -> bool:
+        """Code of the submission's course_lib files or of the notebook's cells (not a library's)."""
+        if callable(getattr(obj, "func", None)):  # functools.partial
+            return from_submission(obj.func)
+        func = getattr(obj, "__func__", obj)
+        code = getattr(func, "__code__", None)
+        if code is None:
+            call = getattr(type(obj), "__call__", None) if not isinstance(obj, type) else None
+            module = getattr(type(obj), "__module__", "") or ""
+            if module == "__main__" or module.startswith("course_lib"):
+                return True
+            code = getattr(call, "__code__", None)
+        return code is not None and (code.co_filename in student or code.co_filename.startswith(cell_prefixes))
+
     def shell_changes() -> list[str]:
         changed = []
         for name, items in baseline["lists"].items():
             now = getattr(ip, name)
-            if now is not lists[name] or now != items:
+            added = [t for t in now if t not in items]
+            if now is not lists[name] or any(from_submission(t) for t in added) or any(t not in now for t in items):
                 changed.append(f"IPython {name}")
                 setattr(ip, name, lists[name])
-                lists[name][:] = items
+                lists[name][:] = items + [t for t in added if not from_submission(t)]
         if ip.input_transformer_manager is not baseline["manager"]:
             changed.append("IPython input_transformer_manager")
             ip.input_transformer_manager = baseline["manager"]
@@ -66,10 +81,11 @@ def install(key: str, submission_dir: str, tasks: list[tuple[str, str]]) -> str:
             if getattr(baseline["manager"], name, items) != items:
                 changed.append(f"IPython input_transformer_manager.{name}")
                 getattr(baseline["manager"], name)[:] = items
-        for name, cbs in ip.events.callbacks.items():
-            if cbs != baseline["events"].get(name, []):
+        for name, cbs in ip.events.callbacks.items():  # libraries register some (matplotlib's inline backend)
+            bad = [cb for cb in cbs if from_submission(cb)]
+            if bad:
                 changed.append(f"IPython events[{name!r}]")
-                cbs[:] = baseline["events"].get(name, [])
+                cbs[:] = [cb for cb in cbs if cb not in bad]
         for name, value in baseline["methods"].items():
             if vars(ip).get(name) is not value:
                 changed.append(f"IPython shell.{name}")
@@ -153,22 +169,40 @@ def install(key: str, submission_dir: str, tasks: list[tuple[str, str]]) -> str:
                 bad.append(f"{where} is not the submission's own code ({type(value).__name__})")
         return bad
 
-    def swapped_codes() -> set:
-        """Code of what a test swapped into course_lib (a reference function, or a class's methods)."""
-        codes = set()
-        for _, value in task_objects():
-            for owner in (value.__mro__ if isinstance(value, type) else [value]):
-                if isinstance(value, type):
-                    codes |= {getattr(v, "__code__", None) for v in vars(owner).values()}
-                else:
-                    codes.add(getattr(owner, "__code__", None))
-        return codes
+    verdicts: dict = {}
+
+    def swapped(code) -> bool:
+        """Is ``code`` that of something a test put in place of a course_lib or torch attribute (a
+        reference for another task, a wrapper around a torch function)? Then the submission calls it by
+        its ordinary name, not by reaching into the notebook. (Only plain functions are looked at:
+        nothing of the submission's runs here.)"""
+        if code not in verdicts:
+            def codes_of(value):
+                if type(value) is types.MethodType:
+                    value = value.__func__
+                if type(value) in (staticmethod, classmethod):
+                    value = value.__func__
+                return value.__code__ if type(value) is types.FunctionType else None
+
+            found = False
+            for name, m in list(sys.modules.items()):
+                if not (name.startswith(("course_lib.", "torch")) and type(m) is types.ModuleType):
+                    continue
+                for value in list(vars(m).values()):
+                    inner = list(vars(value).values()) if issubclass(type(value), type) else []  # no __class__ lookup
+                    if any(codes_of(v) is code for v in [value, *inner]):
+                        found = True
+                        break
+                if found:
+                    break
+            verdicts[code] = found
+        return verdicts[code]
 
     def tracer(frame, event, arg):
         code = frame.f_code
         if event == "call" and code.co_filename.startswith(cell_prefixes) and code.co_filename != own_file:
             caller = frame.f_back
-            if caller is not None and caller.f_code.co_filename in student and code not in swapped_codes():
+            if caller is not None and caller.f_code.co_filename in student and not swapped(code):
                 where = f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}"
                 note = f"course_lib/{where} called the notebook's test helper {code.co_name}()"
                 if note not in seen:
@@ -189,6 +223,7 @@ def install(key: str, submission_dir: str, tasks: list[tuple[str, str]]) -> str:
     def begin() -> list[str]:
         """Before a graded cell: what was changed since the last check (restored), then watch."""
         seen.clear()
+        verdicts.clear()
         problems = shell_changes() + forbidden_changes() + foreign_tasks()
         mode = Watch()
         mode.__enter__()

@@ -31,7 +31,12 @@ def forward(q):
 
 def patch_shell():
     ip = get_ipython()
-    ip.ast_transformers.append(__import__("ast").NodeTransformer())
+    import ast
+
+    class Swallow(ast.NodeTransformer):
+        pass
+
+    ip.ast_transformers.append(Swallow())
     ip.input_transformers_post.append(lambda lines: lines)
 
 class Liar(torch.Tensor):
@@ -102,7 +107,7 @@ def test_tamper_checks(tmp_path):
     assert out[2] == out[4] == "[]", out[2:5]
     assert "IPython ast_transformers" in out[6] and "IPython input_transformers_post" in out[6] and out[7] == "[]"
     assert out[9] == "" and "overrides torch functions (course_lib.attention.Liar)" in out[10], out[9:11]
-    assert "course_lib/attention.py:10 called the notebook's test helper torch_attention()" in out[13], out[13]
+    assert "course_lib/attention.py:10 called the notebook's test helper torch_attention()" in out[13], out[11:14]
     assert "course_lib.attention.scaled_dot_product_attention is not the submission's own code" in out[15], out[15]
     assert "course_lib.forbidden.GROUPS" in out[15] and "allowed() left on" in out[15], out[15]
     assert "torch function mode was removed" in out[18], out[18]
