@@ -10,6 +10,8 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 # Tests run JOBS workers with one thread each: two busy cores with two threads per worker slow small models
 # down many times over. Extra pytest arguments, e.g. `make test PYTEST_ARGS="-m task1_1"`.
 PYTEST_ARGS ?=
+# Extra JupyterLab arguments, e.g. `make lab LAB_ARGS=--allow-root` (as root in a container).
+LAB_ARGS ?=
 SUBMISSIONS ?= submissions
 JOBS ?= 2
 
@@ -26,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## lab: open the course in JupyterLab at the start page
 lab: venv
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. lectures/00_start_here.ipynb
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. $(LAB_ARGS) lectures/00_start_here.ipynb
 
 ## test: every test (unit, release, notebooks, grading, DDP)
 test: venv

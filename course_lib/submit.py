@@ -27,15 +27,15 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
-import zipfile
 from pathlib import Path
-from typing import Any
 
-RERUN_ENV = "COURSE_SUBMISSION_RUN"  # set in the re-run's kernel: make_submission is a no-op there
-NOTEBOOK_RE = re.compile(r"^(?:Copy of |Kopie von |Copie de )*(?P<stem>.+?)(?:\s*\(\d+\)|-checkpoint|-Copy\d+)*$", re.I)
-EXERCISE_RE = re.compile(r"^\d\d_[A-Za-z0-9_]+$")
+from course_lib.locate import (EXERCISE_RE, _colab_notebook, exercise_of, find_notebook,
+                                 normalise_notebook_name, unsaved_cells)
+from course_lib.rerun import RERUN_ENV, estimate_seconds, record_seconds, rerun_notebook, say_duration, write_zip
+
+__all__ = ["RERUN_ENV", "exercise_of", "find_notebook", "make_submission", "normalise_notebook_name",
+           "normalise_student_id", "rerun_notebook", "student_modules", "unsaved_cells"]
 
 
 def student_modules() -> list[str]:
@@ -59,48 +59,6 @@ def normalise_student_id(student_id: str) -> str:
     return safe
 
 
-def normalise_notebook_name(name: str) -> str:
-    """The exercise a notebook file name stands for: ``"Copy of 01_attention (1).ipynb"`` -> ``"01_attention"``."""
-    stem = Path(name).name
-    if stem.lower().endswith(".ipynb"):
-        stem = stem[: -len(".ipynb")]
-    match = NOTEBOOK_RE.match(stem.strip())
-    return (match.group("stem") if match else stem).strip()
-
-
-def _grade_ids(nb: dict) -> list[str]:
-    return [c.get("metadata", {}).get("nbgrader", {}).get("grade_id", "") for c in nb.get("cells", [])]
-
-
-def exercise_of(nb: dict, name: str | None, known: list[str]) -> str:
-    """Which exercise a notebook is: by its (normalised) file name, else by its task cells.
-
-    Args:
-        nb: the notebook as a dict.
-        name: its file name, if any.
-        known: exercise names of the course (``["01_attention", ...]``), may be empty.
-
-    Returns:
-        the exercise name, e.g. ``"01_attention"``.
-    """
-    if name:
-        stem = normalise_notebook_name(name)
-        if stem in known or (not known and EXERCISE_RE.match(stem)):
-            return stem
-    numbers = {int(m.group(1)) for gid in _grade_ids(nb) if (m := re.match(r"task(\d+)_\d+", gid))}
-    if len(numbers) == 1:
-        n = numbers.pop()
-        for candidate in known:
-            if candidate.startswith(f"{n:02d}_"):
-                return candidate
-    colab_name = nb.get("metadata", {}).get("colab", {}).get("name")
-    if colab_name and normalise_notebook_name(colab_name) in known:
-        return normalise_notebook_name(colab_name)
-    if name:
-        return normalise_notebook_name(name)
-    raise ValueError("make_submission: cannot tell which exercise this notebook is; pass notebook='path/to/01_attention.ipynb'")
-
-
 # --- finding the notebook and the course --------------------------------------------------------
 
 def _on_colab() -> bool:
@@ -116,17 +74,11 @@ def _course_root(start: Path) -> Path | None:
 
 
 def _colab_root() -> Path:
-    """The student edition's clone on Colab: course.toml's ``colab_dir``, else where course_lib was imported from."""
-    try:
-        import tomllib
-
-        here = Path(__file__).resolve().parents[1]
-        with open(here / "course.toml", "rb") as f:
-            colab_dir = Path(tomllib.load(f)["course"]["colab_dir"])
-        if (colab_dir / "course_lib").is_dir():
-            return colab_dir
-    except Exception:  # noqa: BLE001 - fall back to the imported package
-        pass
+    """The course checkout on Colab: the one the set-up cell chose (the Google Drive copy, or the
+    clone in course.toml's ``colab_dir``), else where course_lib was imported from."""
+    chosen = os.environ.get("COURSE_ROOT")
+    if chosen and (Path(chosen) / "course_lib").is_dir():
+        return Path(chosen)
     return Path(__file__).resolve().parents[1]
 
 
@@ -134,155 +86,6 @@ def _known_exercises(root: Path | None) -> list[str]:
     if root is None or not (root / "exercises").is_dir():
         return []
     return sorted(p.stem for p in (root / "exercises").glob("*.ipynb") if EXERCISE_RE.match(p.stem))
-
-
-def _colab_notebook() -> dict:
-    """The notebook open in Colab, as Colab holds it (with unsaved edits)."""
-    from google.colab import _message  # type: ignore[import-not-found]
-
-    reply = _message.blocking_request("get_ipynb", request="", timeout_sec=120)
-    if not reply or "ipynb" not in reply:
-        raise RuntimeError("make_submission: Colab did not return the notebook; pass notebook='...' explicitly")
-    return reply["ipynb"]
-
-
-def _session_notebook() -> Path | None:
-    """The notebook the current kernel belongs to, when the front end says (JupyterLab, VS Code)."""
-    candidates: list[str] = []
-    if os.environ.get("JPY_SESSION_NAME"):
-        candidates.append(os.environ["JPY_SESSION_NAME"])
-    try:
-        from IPython import get_ipython
-
-        ip = get_ipython()
-        if ip is not None:
-            for key in ("__vsc_ipynb_file__", "__session__"):
-                if isinstance(ip.user_ns.get(key), str):
-                    candidates.append(ip.user_ns[key])
-    except ImportError:
-        pass
-    for c in candidates:
-        p = Path(c)
-        for path in (p, Path.cwd() / p, Path.cwd() / p.name):
-            if path.suffix == ".ipynb" and path.is_file():
-                return path.resolve()
-    return None
-
-
-def find_notebook(exercise: str | None = None) -> Path:
-    """The notebook file of the running kernel (local Jupyter, VS Code).
-
-    Tries, in order: the front end's session (``JPY_SESSION_NAME``, ``__vsc_ipynb_file__``),
-    ``<cwd>/<exercise>.ipynb``, then the only exercise notebook in the current folder.
-
-    Raises:
-        FileNotFoundError: naming the candidates, when it cannot tell.
-    """
-    if (found := _session_notebook()) is not None:
-        return found
-    cwd = Path.cwd()
-    if exercise and (cwd / f"{exercise}.ipynb").is_file():
-        return cwd / f"{exercise}.ipynb"
-    notebooks = sorted(p for p in cwd.glob("*.ipynb") if EXERCISE_RE.match(normalise_notebook_name(p.name)))
-    if exercise:
-        notebooks = [p for p in notebooks if normalise_notebook_name(p.name) == exercise] or notebooks
-    if len(notebooks) == 1:
-        return notebooks[0].resolve()
-    listed = ", ".join(p.name for p in notebooks) or "none"
-    raise FileNotFoundError(
-        f"make_submission: cannot tell which notebook to submit (exercise notebooks in {cwd}: {listed}); "
-        "pass it explicitly, e.g. make_submission(STUDENT_ID, notebook='01_attention.ipynb')"
-    )
-
-
-# --- re-running ---------------------------------------------------------------------------------
-
-def _kernel_manager(tmp: Path):
-    """A kernel manager that starts this interpreter's ipykernel (not whatever "python3" means elsewhere)."""
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
-
-    spec_dir = tmp / "kernels" / "course-submission"
-    spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "course submission", "language": "python"}
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    ksm = KernelSpecManager(kernel_dirs=[str(tmp / "kernels")], ensure_native_kernel=False)
-    return AsyncKernelManager(kernel_name="course-submission", kernel_spec_manager=ksm)
-
-
-def _cell_errors(nb) -> list[dict]:
-    errors = []
-    index = 0
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        index += 1
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                errors.append({"cell": i, "ename": out.get("ename", ""), "evalue": str(out.get("evalue", ""))[:300]})
-    return errors
-
-
-def rerun_notebook(nb_dict: dict, run_dir: Path, timeout: int = 600) -> tuple[Any, list[dict]]:
-    """Execute a notebook from a clean kernel in ``run_dir``; never raises for the notebook's own errors.
-
-    Args:
-        nb_dict: the notebook (dict or NotebookNode).
-        run_dir: the kernel's working directory (the notebook's folder).
-        timeout: seconds per cell before it is interrupted.
-
-    Returns:
-        ``(executed notebook, errors)``, errors as ``{"cell", "ename", "evalue"}`` dicts.
-    """
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import DeadKernelError
-    from nbclient.util import run_sync
-
-    nb = nbformat.reads(json.dumps(nb_dict), as_version=4)  # joins list sources, upgrades old formats
-    env = {**os.environ, RERUN_ENV: "1"}
-    env.pop("JPY_SESSION_NAME", None)
-    with tempfile.TemporaryDirectory(prefix="course-submit-") as tmp:
-        km = _kernel_manager(Path(tmp))
-        client = NotebookClient(
-            nb, km=km, timeout=timeout, allow_errors=True, interrupt_on_timeout=True,
-            error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {timeout} s",
-                              "traceback": [f"CellTimeoutError: the cell ran longer than {timeout} s"]},
-            resources={"metadata": {"path": str(run_dir)}},
-        )
-        extra: list[dict] = []
-        try:
-            client.execute(env=env, cwd=str(run_dir))
-        except DeadKernelError as e:
-            extra.append({"cell": None, "ename": "DeadKernelError", "evalue": f"the kernel died during the re-run ({e})"})
-        except Exception as e:  # noqa: BLE001 - report, keep what ran
-            extra.append({"cell": None, "ename": type(e).__name__, "evalue": str(e)[:300]})
-        finally:
-            try:
-                if run_sync(km.is_alive)():
-                    run_sync(km.shutdown_kernel)(now=True)
-            except Exception:  # noqa: BLE001
-                pass
-    return nb, _cell_errors(nb) + extra
-
-
-def _write_zip(path: Path, notebook_name: str, nb, root: Path, manifest: dict) -> list[str]:
-    import nbformat
-
-    members = [notebook_name]
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(notebook_name, nbformat.writes(nb))
-        for module in student_modules():
-            src = root / "course_lib" / module
-            if src.is_file():
-                zf.write(src, f"course_lib/{module}")
-                members.append(f"course_lib/{module}")
-            else:
-                manifest.setdefault("missing", []).append(f"course_lib/{module}")
-        manifest["files"] = members
-        zf.writestr("submission.json", json.dumps(manifest, indent=1))
-    return members
 
 
 def make_submission(
@@ -293,6 +96,7 @@ def make_submission(
     out_dir: str | os.PathLike | None = None,
     timeout: int = 600,
     download: bool = True,
+    allow_unsaved: bool = False,
 ) -> Path | None:
     """Re-run this notebook from a clean kernel and write ``submission_<id>_<exercise>.zip``.
 
@@ -303,9 +107,11 @@ def make_submission(
         out_dir: where to write the zip (default: next to the notebook; ``/content`` on Colab).
         timeout: seconds per cell in the re-run.
         download: on Colab, offer the zip as a browser download.
+        allow_unsaved: locally, submit the saved file even when this cell is not saved yet.
 
     Returns:
-        the zip's path, or None when called inside the re-run or while grading.
+        the zip's path, or None when called inside the re-run, while grading, or when the
+        notebook must be saved first.
     """
     if os.environ.get(RERUN_ENV) or os.environ.get("NBGRADER_EXECUTION"):
         print("make_submission: skipped (this is the clean re-run or the grader, not you).")
@@ -344,14 +150,20 @@ def make_submission(
         run_dir = path.parent
         out = Path(out_dir) if out_dir else path.parent
         source_name = path.name
-        age = time.time() - path.stat().st_mtime
-        if age > 120:
-            print(f"make_submission: {path.name} was last saved {age / 60:.0f} min ago; the re-run uses the saved file "
-                  "(save with Ctrl+S and run this cell again if you changed it since).")
+        state = unsaved_cells(nb_dict)
+        if state is not None and not state[0] and not allow_unsaved:
+            print(f"make_submission: this cell is not in {path.name} as saved on disk (unsaved edits, e.g. STUDENT_ID), "
+                  "and the re-run uses the saved file. Save the notebook (Ctrl+S), then run this cell again.")
+            return None
+        if state is not None and state[1]:
+            print(f"make_submission: warning: {state[1]} cell(s) you ran differ from {path.name} as saved; "
+                  "the re-run uses the saved file (save with Ctrl+S and run this cell again to include them).")
 
-    print(f"make_submission: re-running {exercise} from a clean kernel (this takes a minute)...")
+    estimate, how = estimate_seconds(nb_dict, exercise)
+    print(f"make_submission: re-running {exercise} from a clean kernel ({say_duration(estimate)}, {how})...")
     started = time.time()
     executed, errors = rerun_notebook(nb_dict, run_dir, timeout=timeout)
+    record_seconds(exercise, time.time() - started)
     manifest = {
         "student_id": sid,
         "exercise": exercise,
@@ -370,7 +182,7 @@ def make_submission(
         pass
     out.mkdir(parents=True, exist_ok=True)
     zip_path = out / f"submission_{sid}_{exercise}.zip"
-    members = _write_zip(zip_path, f"{exercise}.ipynb", executed, root, manifest)
+    members = write_zip(zip_path, f"{exercise}.ipynb", executed, root, student_modules(), manifest)
 
     if errors:
         print(f"make_submission: the clean re-run raised {len(errors)} error(s) (the zip is written anyway):")
@@ -378,7 +190,7 @@ def make_submission(
             where = f"cell {e['cell']}" if e["cell"] is not None else "notebook"
             print(f"  {where}: {e['ename']}: {e['evalue'].splitlines()[0] if e['evalue'] else ''}")
     else:
-        print("make_submission: the clean re-run finished without errors.")
+        print(f"make_submission: the clean re-run finished without errors in {manifest['rerun_seconds']:.0f} s.")
     for missing in manifest.get("missing", []):
         print(f"make_submission: warning: {missing} not found in {root}; it is not in the zip")
     print(f"make_submission: wrote {zip_path} ({', '.join(members)})")

@@ -156,3 +156,138 @@ def test_make_submission_on_colab_takes_the_live_notebook_and_downloads_the_zip(
         manifest = json.loads(zf.read("submission.json"))
     assert manifest["colab"] and manifest["notebook"] == "Copy of 01_tiny.ipynb"
     assert "unsaved edit" in "".join(o.get("text", "") for o in executed.cells[-1].outputs)
+
+
+# A stand-in for google.colab: drive.mount makes MyDrive under the mount point; get_ipynb returns a notebook.
+FAKE_COLAB = """
+import json, sys, types
+from pathlib import Path
+google, colab = types.ModuleType("google"), types.ModuleType("google.colab")
+def _mount(path):
+    Path(path, "MyDrive").mkdir(parents=True, exist_ok=True)
+    print("MOUNTED", path)
+colab.drive = types.SimpleNamespace(mount=_mount)
+google.colab = colab
+sys.modules["google"], sys.modules["google.colab"] = google, colab
+"""
+SETUP = FAKE_COLAB + """
+sys.path.insert(0, {clone!r})
+import course_lib.bootstrap as bootstrap
+bootstrap.DRIVE_MOUNT = Path({mount!r})
+device = bootstrap.setup(keep_in_drive={keep})
+import course_lib, os
+print("COURSE_LIB", Path(course_lib.__file__).parent)
+print("ROOT", os.environ["COURSE_ROOT"])
+"""
+
+
+def _colab_session(clone: Path, mount: Path, keep: bool = True) -> str:
+    import subprocess
+    import sys
+
+    code = SETUP.format(clone=str(clone), mount=str(mount), keep=keep)
+    run = subprocess.run([sys.executable, "-c", code], cwd=clone.parent, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def test_colab_keeps_the_course_in_google_drive(tmp_path):
+    """First session: mount Drive, copy the clone there, import course_lib from the copy. Next session
+    (a fresh /content clone): the Drive copy, with the student's edits, is used again, not replaced."""
+    clone = _course(tmp_path / "content")  # /content/vit-basics as the set-up cell clones it
+    mount = tmp_path / "drive"
+    out = _colab_session(clone, mount)
+    drive_copy = mount / "MyDrive" / clone.name
+    assert "MOUNTED" in out and "Copied the course to Google Drive" in out and "wipes /content" in out, out
+    assert f"COURSE_LIB {drive_copy / 'course_lib'}" in out and f"ROOT {drive_copy}" in out, out
+    assert out.count("Device: ") == 1
+    (drive_copy / "course_lib" / "encoder.py").write_text((drive_copy / "course_lib" / "encoder.py").read_text() + "\n# my work\n")
+    shutil.rmtree(clone)  # the runtime stopped: /content is gone
+    clone = _course(tmp_path / "content")
+    out = _colab_session(clone, mount)
+    assert "Using your copy of the course in Google Drive" in out and f"COURSE_LIB {drive_copy / 'course_lib'}" in out, out
+    assert (drive_copy / "course_lib" / "encoder.py").read_text().endswith("# my work\n")
+
+
+def test_colab_without_drive_says_what_happens_to_content(tmp_path):
+    clone = _course(tmp_path / "content")
+    out = _colab_session(clone, tmp_path / "drive", keep=False)
+    assert "MOUNTED" not in out and "wipes /content" in out and "KEEP_IN_DRIVE = True" in out, out
+    assert f"COURSE_LIB {clone / 'course_lib'}" in out and not (tmp_path / "drive").exists()
+
+
+@pytest.mark.slow
+def test_make_submission_on_colab_takes_the_drive_copy(tmp_path, monkeypatch):
+    """make_submission zips the course_lib of the checkout the set-up cell chose (COURSE_ROOT: the Drive copy)."""
+    import sys
+    import types
+
+    drive_copy = _course(tmp_path / "drive" / "MyDrive")
+    (drive_copy / "course_lib" / "vit.py").write_text((drive_copy / "course_lib" / "vit.py").read_text() + "\n# kept in Drive\n")
+    nb = json.loads((drive_copy / "exercises" / "01_tiny.ipynb").read_text())
+    nb["metadata"]["colab"] = {"name": "01_tiny.ipynb"}
+    google, colab = types.ModuleType("google"), types.ModuleType("google.colab")
+    colab._message = types.SimpleNamespace(blocking_request=lambda *a, **k: {"ipynb": nb})
+    colab.files = types.SimpleNamespace(download=lambda path: None)
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setenv("COURSE_ROOT", str(drive_copy))
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+
+    path = submit.make_submission("ab123", out_dir=tmp_path / "content", timeout=120)
+
+    with zipfile.ZipFile(path) as zf:
+        assert zf.read("course_lib/vit.py").decode().endswith("# kept in Drive\n")
+        executed = nbformat.reads(zf.read("01_tiny.ipynb").decode(), as_version=4)
+    assert str(drive_copy / "course_lib") in "".join(o.get("text", "") for o in executed.cells[0].outputs)
+
+
+def test_make_submission_is_quiet_and_its_estimate_is_honest(tmp_path, monkeypatch, capfd):
+    """No kernel log (the TCP-without-encryption warning) at the file-descriptor level; the estimate
+    before the re-run comes from the last re-run and the time taken is reported."""
+    from course_lib import rerun
+
+    root = _course(tmp_path)
+    monkeypatch.setattr(rerun, "TIMES", tmp_path / "times.json")
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    notebook = root / "exercises" / "01_tiny.ipynb"
+    submit.make_submission("jsmith42", notebook=notebook, timeout=120)
+    first = capfd.readouterr()
+    assert "WARNING" not in first.out + first.err and "TCP" not in first.out + first.err, first
+    assert "a guess for 5 code cells" in first.out
+    took = json.loads((tmp_path / "times.json").read_text())["01_tiny"]
+    submit.make_submission("jsmith42", notebook=notebook, timeout=120)
+    second = capfd.readouterr().out
+    assert f"({rerun.say_duration(took)}, as the last re-run of this exercise)" in second, second
+
+
+def test_estimate_uses_the_cells_recorded_run_times():
+    from course_lib import rerun
+
+    nb = {"cells": [{"cell_type": "code", "metadata": {"executionInfo": {"elapsed": 4000}}},
+                    {"cell_type": "code", "metadata": {"execution": {"iopub.execute_input": "2026-01-01T10:00:00.000Z",
+                                                                    "shell.execute_reply": "2026-01-01T10:00:20.500Z"}}}]}
+    seconds, how = rerun.estimate_seconds(nb, "never_run_before_99")
+    assert seconds == pytest.approx(rerun.KERNEL_START_S + 24.5) and "last run times" in how
+    assert rerun.say_duration(9) == "about 10 s" and rerun.say_duration(150) == "about 2 min"
+
+
+def test_make_submission_asks_to_save_first_when_this_cell_is_not_saved(tmp_path, monkeypatch, capsys):
+    """Locally the re-run uses the file on disk: a STUDENT_ID typed but not saved would be lost."""
+    import IPython
+
+    root = _course(tmp_path)
+    notebook = root / "exercises" / "01_tiny.ipynb"
+    saved = nbformat.read(notebook, as_version=4)
+    history = ["", saved.cells[1].source, "print('run but never saved')", "STUDENT_ID = 'jsmith42'\nmake_submission(STUDENT_ID)"]
+    shell = type("Shell", (), {"history_manager": type("H", (), {"input_hist_raw": history})(), "user_ns": {}})()
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    assert submit.unsaved_cells(json.loads(notebook.read_text())) == (False, 1)
+    assert submit.make_submission("jsmith42", notebook=notebook) is None
+    assert "Save the notebook (Ctrl+S), then run this cell again" in capsys.readouterr().out
+    assert not list(notebook.parent.glob("*.zip"))
+    history[-1] = saved.cells[4].source  # saved: only the warning about the other cell
+    assert submit.unsaved_cells(json.loads(notebook.read_text())) == (True, 1)

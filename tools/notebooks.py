@@ -3,9 +3,10 @@
 Each lecture, exercise and solution notebook starts with two generated cells:
 
 * a Markdown cell tagged ``course-badge`` holding the "Open in Colab" badge, and
-* a code cell tagged ``course-setup`` that, on Colab, clones the student edition
-  and installs only the packages that are missing (never torch), and locally
-  only makes ``course_lib`` importable from the checkout the notebook is in.
+* a code cell tagged ``course-setup``: a few lines that, on Colab, clone the student edition
+  and otherwise put the checkout the notebook is in first on ``sys.path``, then call
+  ``course_lib.bootstrap.setup`` (Google Drive on Colab, missing packages but never torch,
+  the device).
 
 Usage::
 
@@ -48,34 +49,22 @@ def badge_source(cfg: dict, rel_path: str) -> str:
 
 
 def setup_source(cfg: dict) -> str:
-    """The set-up cell's code (see the module docstring)."""
-    packages = ", ".join(repr(p) for p in cfg["colab_packages"])
-    return f'''# Set-up: generated from course.toml by tools/notebooks.py (edit there, not here).
-import importlib.util, os, subprocess, sys
-from pathlib import Path
+    """The set-up cell's code: a few lines that hand over to ``course_lib.bootstrap.setup``.
 
-COURSE_REPO = "https://github.com/{cfg['repository']}.git"
-if "google.colab" in sys.modules:  # Colab: fetch the student edition, install what is missing, never torch
-    root = Path("{cfg['colab_dir']}")
-    if not root.exists():
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1", "--branch", "{cfg['branch']}", COURSE_REPO, str(root)], check=True)
-    import_names = {{"scikit-learn": "sklearn"}}
-    missing = [p for p in [{packages}] if importlib.util.find_spec(import_names.get(p, p)) is None]
-    if missing:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *missing], check=True)
-else:  # locally: use the course_lib of the checkout this notebook lives in; install nothing
-    # (while autograding, only the notebook's folder and the one above: never an instructor's checkout
-    # further up, such as the repository root above grading/autograded/<student>/<exercise>/)
-    here = Path.cwd()
-    search = [here, here.parent] if os.environ.get("NBGRADER_EXECUTION") else [here, *here.parents]
-    root = next((p for p in search if (p / "course_lib").is_dir()), here)
-sys.path.insert(0, str(root))
-from course_lib.device import describe_device, get_device
-
-device = get_device()
-print("Device:", describe_device(device))
-if "google.colab" in sys.modules and device.type == "cpu":
-    print("No GPU: Runtime > Change runtime type > T4 GPU makes training much faster.")'''
+    Locally the checkout the notebook lives in (its folder or the one above) comes first on
+    ``sys.path``; on Colab the student edition is cloned into ``colab_dir`` first, and ``setup``
+    offers to keep it in Google Drive.
+    """
+    clone = cfg["colab_dir"]
+    repo = f"https://github.com/{cfg['repository']}.git"
+    return f'''# Set-up: finds the course (on Colab: fetches it, offers to keep it in Google Drive) and picks the device.
+import os, subprocess, sys
+KEEP_IN_DRIVE = True  # Colab: keep the course and your course_lib edits in Google Drive, so they outlive the runtime
+if "google.colab" in sys.modules and not os.path.isdir("{clone}"):
+    subprocess.run(["git", "clone", "-q", "--depth", "1", "-b", "{cfg['branch']}", "{repo}", "{clone}"], check=True)
+sys.path[:0] = [os.getcwd(), os.path.dirname(os.getcwd()), "{clone}"]
+from course_lib.bootstrap import setup
+device = setup(keep_in_drive=KEEP_IN_DRIVE)'''
 
 
 def _tagged(nb, tag: str):

@@ -6,8 +6,8 @@ the instructor notebooks in ``solutions/``. This script
 
 1. regenerates ``exercises/`` from ``solutions/`` (nbgrader's generate_assignment,
    see ``tools/assignments.py``),
-2. writes ``dist/student/``: the course as a student clones it (README,
-   lectures, exercises, course_lib with every solution replaced by
+2. writes ``dist/student/``: the course as a student clones it (README, Makefile
+   and .gitignore of its own, lectures, exercises, course_lib with every solution replaced by
    ``raise not_implemented("X.Y")``), and
 3. fails if any solution or hidden-test text is left anywhere in it.
 
@@ -39,6 +39,8 @@ COPIED = [
     ("course.toml", "course.toml"),
     ("pyproject.toml", "pyproject.toml"),
     ("docs/STUDENT_README.md", "README.md"),
+    ("docs/student/Makefile", "Makefile"),  # `make lab` / `make test` of the student edition
+    ("docs/student/gitignore", ".gitignore"),
 ]
 # Lines too generic to give anything away: unpacking a shape, a None test, punctuation only.
 GENERIC = re.compile(r"^([\w, ]+ = [\w.]+\.shape(\[[-:\d]+\])?|(el)?if [\w.]+ is (not )?None:|[\W_]*)$")
