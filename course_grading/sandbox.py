@@ -92,7 +92,7 @@ class SandboxedKernelManager(AsyncKernelManager):
             f"Refusing to run a submission's code without an operating-system sandbox: {reason}. A submission "
             "is untrusted code: without the sandbox it could read the hidden tests and solutions, change other "
             "students' grades and outlive the grading run. Install bubblewrap, or grade on Linux; to grade anyway, "
-            "pass --SandboxedKernelManager.allow_unsandboxed=True (nbgrader) or --allow-unsandboxed (make grade) "
+            "pass --SandboxedKernelManager.allow_unsandboxed=True (nbgrader) or set COURSE_ALLOW_UNSANDBOXED=1 (make grade) "
             "only for submissions you trust.")
 
     async def _async_pre_start_kernel(self, **kw):

@@ -19,6 +19,7 @@ from nbgrader import utils as nbutils
 from . import course
 from .execute import GradingExecute
 
+
 def kernel_code(key: str, submission_dir: str) -> str:
     """The source run in the kernel: ``tamper_kernel.py``, then ``install`` (prints "ok")."""
     tasks = [(t.module, t.name) for t in course.tasks()]

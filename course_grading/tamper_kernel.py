@@ -22,8 +22,11 @@ determined attacker (docs/SECURITY.md). Only the standard library at the top lev
 def install(key: str, submission_dir: str, tasks: list[tuple[str, str]]) -> str:
     """Register ``begin()``/``end()`` as ``sys.modules[key]``; ``tasks``: (module, name) of every task.
     Returns "ok"."""
-    import os, sys, types, tempfile
-    import torch
+    import os
+    import sys
+    import tempfile
+    import types
+
     from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack
 
     ip = get_ipython()  # noqa: F821 - IPython's global
