@@ -44,19 +44,22 @@ def corpus(out: Path, n: int) -> None:
 def sandboxed_batch(subs: Path, out: Path, jobs: int) -> float:
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "course_grading.cli", str(subs), "--out", str(out), "--jobs", str(jobs),
-                    "--quiet", "--keep-tmp"], cwd=ROOT, check=True, capture_output=True)
+                    "--quiet"], cwd=ROOT, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return time.perf_counter() - t
 
 
-def plain_nbgrader(staged: Path, out: Path) -> float:
-    """nbgrader autograde, serial, in a copy of the course directory: source/, release/, submitted/."""
-    course = out / "course"
+def plain_nbgrader(staged: Path, out: Path, sandboxed: bool = False) -> float:
+    """``nbgrader autograde``, serial, in a copy of the course directory (source/, release/, submitted/,
+    gradebook.db) that step 1 staged: the course's nbgrader_config.py, nbgrader's own kernel manager
+    unless ``sandboxed``."""
+    course = out / ("course_sandboxed" if sandboxed else "course")
     shutil.copytree(staged, course, ignore=shutil.ignore_patterns("autograded", "feedback", "logs"))
-    cmd = ["nbgrader", "autograde", A, "--force", f"--CourseDirectory.root={course}",
-           "--GuardedExecute.kernel_manager_class=jupyter_client.manager.AsyncKernelManager"]
+    cmd = [sys.executable, "-m", "nbgrader", "autograde", A, "--force"]
+    if not sandboxed:
+        cmd.append("--GuardedExecute.kernel_manager_class=jupyter_client.manager.AsyncKernelManager")
     t = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).with_name("nbgrader")), *cmd[1:]], cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "COURSE_GRADING_NO_SYNC": "1"})
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "COURSE_GRADING_ROOT": str(course), "OMP_NUM_THREADS": "1"})
     return time.perf_counter() - t
 
 
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=50)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5, help="kernels per kind for the overhead")
+    p.add_argument("--plain-sandboxed", action="store_true", help="also serial nbgrader autograde with the sandbox")
     args = p.parse_args(argv)
     result: dict = {"n": args.n, "jobs": args.jobs, "cpus": os.cpu_count()}
     result["kernel"] = kernel_overhead(args.repeats)
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         corpus(work / "subs", args.n)
         result["sandboxed_jobs_s"] = round(sandboxed_batch(work / "subs", work / "grading", args.jobs), 1)
         result["plain_serial_s"] = round(plain_nbgrader(work / "grading", work), 1)
+        if args.plain_sandboxed:
+            result["plain_serial_sandboxed_s"] = round(plain_nbgrader(work / "grading", work, sandboxed=True), 1)
     result["speedup"] = round(result["plain_serial_s"] / result["sandboxed_jobs_s"], 2)
     result["per_submission_s"] = {"sandboxed_jobs": round(result["sandboxed_jobs_s"] / args.n, 2),
                                   "plain_serial": round(result["plain_serial_s"] / args.n, 2)}

@@ -168,3 +168,11 @@ def test_refuses_without_a_sandbox(course, monkeypatch):
     out = run(["import os; print(os.path.exists(" + repr(str(ROOT / "README.md")) + "))"], course,
               bwrap="course-no-such-bwrap", allow_unsandboxed=True)
     assert out[0].strip() == "True"  # unsandboxed: it sees the repository (what the refusal protects)
+
+
+def test_total_memory_of_the_sandbox_is_bounded(course):
+    """Each process stays under memory_mb, together they pass total_memory_mb: the sandbox is killed."""
+    hog = "import time\nb = bytearray(300 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\ntime.sleep(30)"
+    with pytest.raises(DeadKernelError):
+        run([f"import subprocess, sys, time\nps = [subprocess.Popen([sys.executable, '-c', {hog!r}]) for _ in range(3)]\n"
+             "time.sleep(30)"], course, total_memory_mb=500)
