@@ -61,7 +61,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     address_space_mb = Integer(16384, help=(
         "address space of each process (RLIMIT_AS), MiB: torch alone maps about 3.2 GiB")).tag(config=True)
     total_memory_mb = Integer(6144, help=(
-        "resident memory of the whole sandbox, MiB: checked every 0.2 s, the sandbox is killed above it")).tag(config=True)
+        "resident memory of the whole sandbox, MiB: checked every 0.5 s, the sandbox is killed above it")).tag(config=True)
     disk_mb = Integer(256, help=(
         "size of each writable tmpfs (the cwd, /tmp, /dev/shm) and largest file (RLIMIT_FSIZE), MiB")).tag(config=True)
     max_processes = Integer(128, help="processes and threads in the sandbox (RLIMIT_NPROC)").tag(config=True)
@@ -195,7 +195,7 @@ class SandboxedKernelManager(AsyncKernelManager):
                 self._log_tail += f"\ncourse sandbox: killed, {rss // MIB} MiB resident > {self.total_memory_mb} MiB\n".encode()
                 process.kill()
                 return
-            threading.Event().wait(0.2)
+            threading.Event().wait(0.5)
 
     def kernel_env(self, env, cwd: str) -> dict[str, str]:
         """Only the variables in ``pass_env``; PYTHONPATH keeps only the submission's folder."""

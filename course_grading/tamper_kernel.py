@@ -188,8 +188,12 @@ def install(key: str, submission_dir: str, tasks: list[tuple[str, str]]) -> str:
                 return value.__code__ if type(value) is types.FunctionType else None
 
             found = False
-            for name, m in list(sys.modules.items()):
-                if not (name.startswith(("course_lib.", "torch")) and type(m) is types.ModuleType):
+            names = [n for n in list(sys.modules) if n.startswith("course_lib.")] + [
+                "torch", "torch.nn", "torch.nn.functional", "torch.linalg", "torch.testing", "torch.special",
+                "torch.fft"] + [n for n in list(sys.modules) if n.startswith("torch.nn.modules.")]
+            for name in names:  # where a test swaps something in: course_lib first (cheap), then torch
+                m = sys.modules.get(name)
+                if type(m) is not types.ModuleType:
                     continue
                 for value in list(vars(m).values()):
                     inner = list(vars(value).values()) if issubclass(type(value), type) else []  # no __class__ lookup
