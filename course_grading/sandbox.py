@@ -98,6 +98,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_pre_start_kernel(self, **kw):
         self._sandbox = self.sandboxed()
         if self._sandbox:
+            # interrupts as a message on the control channel: a SIGINT to bwrap would end the sandbox
+            self.kernel_spec.interrupt_mode = "message"
             self.transport, self.ip = "ipc", f"{INNER_RUN}/k"  # as the kernel sees it
             for i, name in enumerate(("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")):
                 setattr(self, name, i + 1)
@@ -249,11 +251,6 @@ class SandboxedKernelManager(AsyncKernelManager):
         return ["--", kernel_cmd[0], "-I", "-c", LAUNCHER, json.dumps(spec), *kernel_cmd]
 
     # -- the end of the sandbox --------------------------------------------------------------------
-    async def _async_interrupt_kernel(self):
-        if getattr(self, "_sandbox", False) and self.kernel_spec is not None:
-            self.kernel_spec.interrupt_mode = "message"  # a signal to bwrap would not reach the kernel
-        return await super()._async_interrupt_kernel()
-
     async def _async_cleanup_resources(self, restart: bool = False):
         process = getattr(self.provisioner, "process", None)
         if getattr(self, "_sandbox", False) and process is not None and process.poll() is None:
@@ -264,3 +261,5 @@ class SandboxedKernelManager(AsyncKernelManager):
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
             self._scratch = None
+
+    cleanup_resources = _async_cleanup_resources  # AsyncKernelManager binds the base class's method by name

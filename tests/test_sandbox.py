@@ -176,3 +176,14 @@ def test_total_memory_of_the_sandbox_is_bounded(course):
     with pytest.raises(DeadKernelError):
         run([f"import subprocess, sys, time\nps = [subprocess.Popen([sys.executable, '-c', {hog!r}]) for _ in range(3)]\n"
              "time.sleep(30)"], course, total_memory_mb=500)
+
+
+def test_a_timed_out_cell_is_interrupted_and_the_kernel_lives_on(course):
+    """nbclient's interrupt reaches the kernel (a message, not a signal to bubblewrap)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in ("while True: pass", "print('alive')")]
+    NotebookClient(nb, kernel_manager_class=SandboxedKernelManager, timeout=3, allow_errors=True, interrupt_on_timeout=True,
+                   resources={"metadata": {"path": str(course)}}).execute()
+    assert [o.get("ename") for o in nb.cells[0].outputs] == ["KeyboardInterrupt"]
+    assert nb.cells[1].outputs[0]["text"] == "alive\n"
