@@ -74,10 +74,12 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 c.Autograde.autograde_preprocessors = [
+    "course_grading.scan.ScanSubmission",  # static scan: process/file/network/introspection APIs, a note for review
     "course_grading.preprocessors.FillStubs",  # missing course_lib files: the student edition's stubs
     # nbgrader's Execute + kernel crash/timeout recovery, the kernel guard, stderr and a trailing number
-    # never costing points; its kernel manager is nbclient's `kernel_manager_class` (c.Execute.kernel_manager_class)
-    "course_grading.execute.GradingExecute",
+    # never costing points (GradingExecute), + tamper checks around every test and the sandboxed kernel
+    # manager below (GuardedExecute: nbgrader's Execute alone ignores c.Execute.kernel_manager_class)
+    "course_grading.tamper.GuardedExecute",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -85,6 +87,23 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+
+# --- the sandbox (course_grading.sandbox; docs/SECURITY.md) ----------------------------------
+# Every kernel that runs a submission runs in bubblewrap: only its own files, a read-only Python, no
+# network, its own processes, limits. Without bubblewrap grading refuses to run, unless the instructor
+# passes --SandboxedKernelManager.allow_unsandboxed=True (nbgrader) or sets COURSE_ALLOW_UNSANDBOXED=1.
+c.Execute.kernel_manager_class = "course_grading.sandbox.SandboxedKernelManager"
+c.SandboxedKernelManager.allow_unsandboxed = os.environ.get("COURSE_ALLOW_UNSANDBOXED") == "1"
+# The limits, per kernel (these are the defaults): CPU seconds and heap per process, resident memory of
+# the whole sandbox, each scratch tmpfs (cwd, /tmp, /dev/shm) and largest file, processes + threads,
+# output kept per cell and per notebook.
+# c.SandboxedKernelManager.cpu_seconds = 900
+# c.SandboxedKernelManager.memory_mb = 4096
+# c.SandboxedKernelManager.total_memory_mb = 6144
+# c.SandboxedKernelManager.disk_mb = 256
+# c.SandboxedKernelManager.max_processes = 128
+# c.SandboxedKernelManager.output_bytes_per_cell = 200_000
+# c.SandboxedKernelManager.output_bytes = 2_000_000
 
 # --- generate_feedback (also formgrader's button) ----------------------------------------------
 c.GenerateFeedback.preprocessors = [
