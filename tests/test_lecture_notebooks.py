@@ -4,7 +4,8 @@ For each ``lectures/*.ipynb``: valid nbformat; the generated badge and set-up ce
 every code cell was executed, in order, with its outputs stored and no errors; no absolute paths of
 this machine leak into sources, outputs or metadata; the file stays small; the only nbval tag is
 ``nbval-ignore-output``; no lecture calls a course_lib Task (those raise NotImplementedError in the
-student edition); and relative links point at notebooks that exist.
+student edition); and relative links point at notebooks that exist. The data files that lectures plot
+(``lectures/data/*.csv``) name their source on every row.
 """
 from __future__ import annotations
 
@@ -198,3 +199,19 @@ def test_relative_links_resolve(path):
             if not any(c.exists() for c in candidates):
                 missing.append(f"cell {i}: {target}")
     assert not missing, f"{path.name} links to missing files:\n  " + "\n  ".join(missing)
+
+
+DATA = sorted((ROOT / "lectures" / "data").glob("*.csv"))
+
+
+@pytest.mark.parametrize("path", DATA, ids=_ids(DATA))
+def test_lecture_data_name_their_source(path):
+    """Every published number a lecture plots names where it comes from, row by row."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert rows, f"{path.name} is empty"
+    assert "source" in rows[0], f"{path.name} needs a 'source' column"
+    missing = [i + 2 for i, r in enumerate(rows) if not (r.get("source") or "").strip()]
+    assert not missing, f"{path.name}: rows {missing} have no source"
