@@ -48,7 +48,7 @@ notebooks: venv
 
 ## grade: autograde a folder of submission zips or an LMS download (SUBMISSIONS=..., DEADLINE=...), feedback and grades.csv; earlier results are kept
 grade: venv
-	$(PY) -m course_grading.cli $(SUBMISSIONS) --jobs $(JOBS) $(if $(DEADLINE),--deadline "$(DEADLINE)")
+	$(PY) -m course_grading.cli $(SUBMISSIONS) --jobs $(JOBS) $(if $(DEADLINE),--deadline "$(DEADLINE)") $(ARGS)
 
 ## hub-deps: JupyterHub (into .venv) and configurable-http-proxy (into .hub/) for tests/test_jupyterhub.py
 hub-deps: venv

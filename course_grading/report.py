@@ -7,7 +7,8 @@ or grading again, keeps every other row: a re-graded student's results change on
 
 Flags: ``LATE <assignment>`` (the Canvas ``LATE`` marker, or the upload time after the assignment's
 due date in the gradebook, which ``make grade DEADLINE=...`` sets), ``NO-ID <assignment>`` (the file
-name gives no student id), ``CONFLICT <assignment>`` (the upload claims another student's id).
+name gives no student id), ``CONFLICT <assignment>`` (the upload claims another student's id),
+``REVIEW <assignment>`` (a note starting "REVIEW": tampering caught while grading, or the static scan).
 """
 from __future__ import annotations
 
@@ -110,6 +111,8 @@ def table(gb, notes: dict[str, dict[str, dict]], course_dir: Path | None = None)
                 flags.append(f"NO-ID {a}")
             if entry.get("conflict"):
                 flags.append(f"CONFLICT {a}")
+            if any(n.startswith("REVIEW") for n in entry.get("notes", [])):  # tampering caught, or the static scan
+                flags.append(f"REVIEW {a}")
         line = {"student": sid, **{t: f"{scores.get(t, 0.0):g}" for t in columns}}
         line["total"] = f"{sum(scores.get(t, 0.0) for t in columns):g}"
         line["max"] = f"{sum(sum(m.values()) for m in maxima.values()):g}"

@@ -18,8 +18,14 @@ Modules, one concept each (the exercise tasks are marked "Task X.Y" in docstring
     analysis     Tasks 5.1-5.4  mean attention distance, power-law fit, parameter and FLOP counts
     torchvision_compat          weights to and from torchvision's VisionTransformer
     device                      get_device (CUDA, MPS, CPU), seed_everything
-    selfcheck                   check("1.4") / check(): is my task right?
+    selfcheck                   check("1.4") / check(): is my task right? (cases and stored outputs in checks/)
+    forbidden                   "written by hand": no fused attention / LayerNorm kernels, by any route
     tasks                       the registry of tasks, points and what each is checked against
+    bootstrap                   what each notebook's set-up cell calls (Colab: a copy in Google Drive)
+    submit, locate, rerun       make_submission(STUDENT_ID): find, re-run and zip a finished exercise
+    plots                       the lectures' figure helpers (diagrams, panels)
+    data, train, loop, ...      datasets, the training loop, recipes, checkpoints (docs/TRAINING.md)
+    locality                    the learned-locality ViT of lecture 12 (torchvision's ViT, shipped checkpoint)
 """
 from course_lib.device import describe_device, get_device, seed_everything
 

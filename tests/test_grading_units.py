@@ -142,12 +142,12 @@ def test_grades_csv_keeps_every_assignment_and_flags(tmp_path, gradebook):
     _grade(gradebook, "01_attention", "ann", task1_1_visible=1, task1_1_hidden=2)
     save_note(tmp_path, "01_attention", "ann", {"status": "graded", "notes": ["ok"], "late": True})
     _grade(gradebook, "02_encoder", "bob", task2_1=2)
-    save_note(tmp_path, "02_encoder", "bob", {"status": "graded", "notes": [], "no_id": True})
+    save_note(tmp_path, "02_encoder", "bob", {"status": "graded", "notes": ["REVIEW tampering: task2_1"], "no_id": True})
     save_note(tmp_path, "02_encoder", "eve", {"status": "not graded", "notes": ["x.zip is not a readable zip"]})
     rows = {r["student"]: r for r in write_grades(gradebook, load_notes(tmp_path), tmp_path / "grades.csv")}
     assert (rows["ann"]["task1_1"], rows["ann"]["task2_1"], rows["ann"]["total"], rows["ann"]["max"]) == ("3", "0", "3", "5")
     assert rows["ann"]["flags"] == "LATE 01_attention" and "02_encoder: no submission" in rows["ann"]["status"]
-    assert rows["bob"]["flags"] == "NO-ID 02_encoder" and rows["bob"]["total"] == "2"
+    assert rows["bob"]["flags"] == "NO-ID 02_encoder; REVIEW 02_encoder" and rows["bob"]["total"] == "2"
     assert rows["eve"]["status"] == "01_attention: no submission; 02_encoder: not graded" and "not a readable zip" in rows["eve"]["notes"]
     # re-grading ann's 01_attention replaces only that; bob's row stays
     _grade(gradebook, "01_attention", "ann", task1_1_visible=1)
