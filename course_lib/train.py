@@ -51,12 +51,14 @@ def main(argv: list[str] | None = None) -> dict:
                                        checkpoint=a.checkpoint).items() if v is not None}
     if a.recipe in ("digits", "locality"):
         torch.set_num_threads(1)  # models this small train fastest on one thread (see digits_recipe)
-    if a.recipe == "locality":  # torchvision's ViT on digits placed on a canvas (one process, CPU by default)
-        from course_lib.locality import train_locality
+    if a.recipe == "locality":  # torchvision's ViT, masked-patch prediction on smooth images (CPU by default)
+        from dataclasses import replace
 
-        _, history = train_locality(out=a.out, device=a.device or "cpu", progress=not a.no_progress,
-                                    **{k: v for k, v in overrides.items() if k != "checkpoint"})
-        print(json.dumps({k: v[-1] for k, v in history.items() if k != "step_loss"}))
+        from course_lib.locality import LocalityConfig, train_locality
+
+        config = replace(LocalityConfig(), **{k: v for k, v in overrides.items() if k in ("lr", "seed")})
+        _, history = train_locality(config, out=a.out, device=a.device or "cpu", progress=not a.no_progress)
+        print(json.dumps({k: v[-1] for k, v in history.items()}))
         return history
     if "RANK" in os.environ:  # under torchrun: join the process group, one device per process
         device = dist_utils.setup("gloo" if a.device == "cpu" else None)
