@@ -5,9 +5,13 @@
     python benchmarks/run.py --quick          # fewer repetitions (a smoke run)
 
 Every entry has name, value, unit; comparisons add baseline, baseline_name and
-ratio = value / baseline (>= 1.0: ours is at least as fast). Timings are
-medians over interleaved repetitions in one process, so the models see the
-same machine load.
+ratio = value / baseline (>= 1.0: ours is at least as fast). A throughput
+comparison runs A and B in pairs, interleaved (A B, B A, A B, ...), in one
+process: ratio is the median of the pair ratios, ratio_iqr their quartiles,
+ratio_range their extremes. On a CPU the clock is the process's CPU time
+(one thread), so time spent waiting for a core shared with other jobs does
+not count; on a GPU it is wall time. The digits recipe runs once per seed
+(0-4), each in a fresh interpreter.
 """
 from __future__ import annotations
 
@@ -65,10 +69,12 @@ def throughput(cfg, batch: int, steps: int, reps: int, device: torch.device) -> 
     y = torch.randint(0, cfg.num_classes, (batch,), device=device)
     opts = {n: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=device.type == "cuda") for n, m in models.items()}
 
+    clock = time.perf_counter if device.type == "cuda" else time.process_time  # CPU: time this process ran
+
     def run(name: str, n: int) -> float:
         model, opt = models[name], opts[name]
         sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(n):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = F.cross_entropy(model(x).float(), y)
@@ -76,23 +82,42 @@ def throughput(cfg, batch: int, steps: int, reps: int, device: torch.device) -> 
             loss.backward()
             opt.step()
         sync(device)
-        return batch * n / (time.perf_counter() - t0)
+        return batch * n / (clock() - t0)
 
     for name in models:  # warm-up: allocator, kernels' autotuning
         run(name, 2)
-    samples: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(reps):
-        for name in models:
-            samples[name].append(run(name, steps))
-    median = {name: statistics.median(v) for name, v in samples.items()}
     shape = f"D={cfg.dim} L={cfg.depth} h={cfg.heads} mlp={cfg.mlp_dim} P={cfg.patch_size} {cfg.image_size}px B={batch}"
-    entries = [{"name": f"train throughput, course_lib ViT ({shape})", "value": median["course_lib"],
-                "unit": "images/s"}]
+    ours: list[float] = []
+    entries = []
     for other in ("torchvision", "timm", "course_lib fused=False"):
-        entries.append({"name": f"train throughput, course_lib ViT vs {other} ({shape})",
-                        "value": median["course_lib"], "unit": "images/s", "baseline": median[other],
-                        "baseline_name": f"{other} VisionTransformer", "ratio": median["course_lib"] / median[other]})
-    return entries
+        a, b = interleaved(lambda: run("course_lib", steps), lambda: run(other, steps), reps)
+        ours += a
+        entries.append(ratio_entry(f"train throughput, course_lib ViT vs {other} ({shape})", "images/s", a, b,
+                                   f"{other} VisionTransformer"))
+    return [{"name": f"train throughput, course_lib ViT ({shape})", "value": statistics.median(ours),
+             "unit": "images/s"}] + entries
+
+
+def interleaved(run_a, run_b, reps: int) -> tuple[list[float], list[float]]:
+    """``reps`` pairs of measurements, A B, B A, A B, ... (the order alternates, so a drift in the
+    machine's load hits both sides alike); returns the A and the B samples, pair by pair."""
+    a, b = [], []
+    for rep in range(reps):
+        if rep % 2 == 0:
+            a.append(run_a()), b.append(run_b())
+        else:
+            b.append(run_b()), a.append(run_a())
+    return a, b
+
+
+def ratio_entry(name: str, unit: str, ours: list[float], base: list[float], baseline_name: str,
+                higher_is_better: bool = True) -> dict:
+    """A comparison from paired samples: medians, and the median, quartiles and range of the pair ratios."""
+    ratios = sorted((x / y) if higher_is_better else (y / x) for x, y in zip(ours, base))
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+    return {"name": name, "value": statistics.median(ours), "unit": unit, "baseline": statistics.median(base),
+            "baseline_name": baseline_name, "ratio": statistics.median(ratios), "ratio_iqr": [q1, q3],
+            "ratio_range": [ratios[0], ratios[-1]], "pairs": len(ratios)}
 
 
 def attention(batch: int, heads: int, tokens: int, head_dim: int, reps: int, device: torch.device) -> list[dict]:
@@ -137,19 +162,30 @@ def attention(batch: int, heads: int, tokens: int, head_dim: int, reps: int, dev
     return entries
 
 
-def digits(threads: int | None) -> list[dict]:
-    """The offline recipe end to end on the CPU: accuracy, wall-clock and CPU seconds (training + evaluation)."""
-    from course_lib.train import digits_recipe
+def digits(threads: int | None, seeds: range = range(5)) -> list[dict]:
+    """The offline recipe end to end on the CPU over several seeds: accuracy and CPU seconds
+    (data, model, training and an evaluation per epoch), each seed in a fresh interpreter."""
+    import subprocess
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    model, history = digits_recipe(threads=threads or 1, progress=False)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    params = sum(p.numel() for p in model.parameters())
-    tag = f"{params:,}-parameter ViT, {len(history['epoch'])} epochs, {threads or 1} CPU thread(s)"
-    note = "CPU time = wall time on an idle machine; wall time grows when other processes share the cores"
-    return [{"name": f"digits recipe test accuracy ({tag})", "value": 100 * history["test_acc"][-1], "unit": "%"},
-            {"name": f"digits recipe wall time ({tag})", "value": seconds, "unit": "s", "note": note},
-            {"name": f"digits recipe CPU time ({tag})", "value": cpu, "unit": "s", "note": note}]
+    code = ("import json, time, torch\nfrom course_lib.train import digits_recipe\nc0 = time.process_time()\n"
+            "model, h = digits_recipe(threads={t}, seed={s}, progress=False)\n"
+            "print(json.dumps(dict(acc=100 * h['test_acc'][-1], cpu=time.process_time() - c0, epochs=len(h['epoch']),"
+            " params=sum(p.numel() for p in model.parameters()))))")
+    runs = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code.format(t=threads or 1, s=seed)], capture_output=True,
+                             text=True, check=True).stdout
+        runs.append({**json.loads(out.splitlines()[-1]), "wall": time.perf_counter() - t0, "seed": seed})
+    acc, cpu = [r["acc"] for r in runs], [r["cpu"] for r in runs]
+    tag = f"{runs[0]['params']:,}-parameter ViT, {runs[0]['epochs']} epochs, {threads or 1} CPU thread(s), seeds {seeds.start}-{seeds.stop - 1}"
+    per_seed = {"per_seed": [{k: r[k] for k in ("seed", "acc", "cpu", "wall")} for r in runs]}
+    return [{"name": f"digits recipe test accuracy, min over seeds ({tag})", "value": min(acc), "unit": "%", **per_seed},
+            {"name": f"digits recipe test accuracy, mean over seeds ({tag})", "value": statistics.mean(acc), "unit": "%"},
+            {"name": f"digits recipe test accuracy, max over seeds ({tag})", "value": max(acc), "unit": "%"},
+            {"name": f"digits recipe CPU time, max over seeds ({tag})", "value": max(cpu), "unit": "s",
+             "note": "process time of the recipe call (not the interpreter start); wall time grows with load"},
+            {"name": f"digits recipe CPU time, mean over seeds ({tag})", "value": statistics.mean(cpu), "unit": "s"}]
 
 
 def markdown(entries: list[dict]) -> str:
@@ -157,6 +193,8 @@ def markdown(entries: list[dict]) -> str:
     for e in entries:
         base = f"{e['baseline']:.4g} {e['unit']} ({e['baseline_name']})" if "baseline" in e else ""
         ratio = f"{e['ratio']:.2f}" if "ratio" in e else ""
+        if "ratio_iqr" in e:
+            ratio += f" (IQR {e['ratio_iqr'][0]:.2f}-{e['ratio_iqr'][1]:.2f}, range {e['ratio_range'][0]:.2f}-{e['ratio_range'][1]:.2f}, {e['pairs']} pairs)"
         lines.append(f"| {e['name']} | {e['value']:.4g} {e['unit']} | {base} | {ratio} |")
     return "\n".join(lines)
 
@@ -177,13 +215,14 @@ def main() -> None:
     entries: list[dict] = []
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-        entries += throughput(vit_config("cifar"), 512, 10, reps, device)
-        entries += throughput(vit_config("B/16", num_classes=10), 64, 5, reps, device)
+        entries += throughput(vit_config("cifar"), 512, 10, 2 * reps, device)
+        entries += throughput(vit_config("B/16", num_classes=10), 64, 5, 2 * reps, device)
         entries += attention(64, 12, 197, 64, reps, device)
         entries += attention(16, 12, 1025, 64, reps, device)  # 512 px / 16: long sequences
     else:
         # the "cifar" preset at half depth: a CPU does ~30 such images/s per core
-        entries += throughput(vit_config("cifar", depth=3), 32, 1 if a.quick else 2, reps, device)
+        pairs = 4 if a.quick else 12  # A B pairs per comparison, order alternating
+        entries += throughput(vit_config("cifar", depth=3), 32, 1 if a.quick else 2, pairs, device)
         entries += attention(8, 12, 197, 64, reps, device)
     if not a.quick:
         entries += digits(a.threads)

@@ -83,14 +83,10 @@ def digits_augment(translate: float = 0.125, degrees: float = 0.0, scale: tuple[
                            interpolation=mode)
 
 
-def cifar_augment(policy: str = "autoaugment") -> v2.Transform:
-    """CIFAR-10 training augmentation on uint8 images (B, 3, 32, 32) or (3, 32, 32).
-
-    Random crop with 4 pixels of zero padding, horizontal flip, then a policy:
-    ``"autoaugment"`` (AutoAugment's CIFAR-10 policy), ``"trivial"``
-    (TrivialAugmentWide), ``"randaugment"`` (RandAugment, 2 ops, magnitude 9)
-    or ``"none"``.
-    """
+def cifar_policy(policy: str = "autoaugment") -> v2.Transform:
+    """An augmentation policy on uint8 images: ``"autoaugment"`` (AutoAugment's CIFAR-10
+    policy), ``"trivial"`` (TrivialAugmentWide), ``"randaugment"`` (RandAugment, 2 ops,
+    magnitude 9) or ``"none"``."""
     policies = {
         "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
         "trivial": v2.TrivialAugmentWide,
@@ -99,7 +95,16 @@ def cifar_augment(policy: str = "autoaugment") -> v2.Transform:
     }
     if policy not in policies:
         raise ValueError(f"policy must be one of {sorted(policies)}, got {policy!r}")
-    return v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), policies[policy]()])
+    return policies[policy]()
+
+
+def cifar_augment(policy: str = "autoaugment") -> v2.Transform:
+    """CIFAR-10 training augmentation on uint8 images (B, 3, 32, 32) or (3, 32, 32), per call.
+
+    Random crop with 4 pixels of zero padding, horizontal flip, then ``cifar_policy(policy)``.
+    For batches on a GPU, ``augment.BatchCropFlip`` does the crop and flip per image in one go.
+    """
+    return v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), cifar_policy(policy)])
 
 
 def cifar10_datasets(root: str = "data", download: bool = True, policy: str = "autoaugment"):

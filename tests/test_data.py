@@ -134,3 +134,40 @@ def test_tensor_loader_normalises_uint8():
     assert xb.dtype == torch.float32 and torch.allclose(xb, torch.full_like(xb, 2.0))
     with pytest.raises(ValueError, match="labels"):
         data.TensorLoader(x, torch.zeros(3), 2)
+
+
+def test_crop_at_matches_pad_and_slice():
+    from course_lib.augment import crop_at
+
+    x = torch.randn(3, 2, 5, 6, device=DEVICE)
+    top, left = torch.tensor([0, 2, 4], device=DEVICE), torch.tensor([4, 2, 1], device=DEVICE)
+    out = crop_at(x, 2, top, left, fill=-1.0)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0)
+    for i in range(3):
+        torch.testing.assert_close(out[i], padded[i, :, top[i]:top[i] + 5, left[i]:left[i] + 6])
+    assert torch.equal(crop_at(x, 2, torch.full((3,), 2, device=DEVICE), torch.full((3,), 2, device=DEVICE)), x)
+
+
+def test_batch_shifts_are_per_image_with_the_documented_distribution():
+    from course_lib.augment import random_crop, random_shift
+
+    x = torch.zeros(4000, 1, 3, 3, device=DEVICE)
+    x[:, :, 1, 1] = 1.0  # a dot in the centre: where it lands is the shift
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    for fn, p_still in ((random_crop, 1 / 3), (random_shift, 1 / 2)):
+        out = fn(x, 1, 0.0, g)
+        still = (out[:, 0, 1, :].sum(-1) == 1).float().mean().item()  # the dot stayed on its row
+        assert abs(still - p_still) < 0.03, (fn.__name__, still)
+        assert len({tuple(o.flatten().tolist()) for o in out}) == 9  # every shift of -1..1 occurs
+
+
+def test_batch_crop_flip_is_reproducible_and_flips_half():
+    from course_lib.augment import BatchCropFlip
+
+    x = torch.arange(16.0, device=DEVICE).view(1, 1, 4, 4).repeat(1000, 1, 1, 1)
+    a, b = BatchCropFlip(0, seed=3)(x), BatchCropFlip(0, seed=3)(x)
+    assert torch.equal(a, b) and a.shape == x.shape
+    flipped = (a[:, 0, 0, 0] == 3).float().mean().item()
+    assert 0.45 < flipped < 0.55 and torch.equal(a[a[:, 0, 0, 0] == 3][0], x[0].flip(-1))
+    with pytest.raises(ValueError, match="shifts"):
+        BatchCropFlip(1, shifts="bogus")
