@@ -183,35 +183,3 @@ def test_digits_recipe_reaches_98_percent():
     if run.stdout.strip() == "SKIP":
         pytest.skip("needs the course's tasks (VisionTransformer)")
     assert float(run.stdout.split()[-1]) >= 0.98, run.stdout
-
-
-def test_locality_recipe_runs_and_loads(tmp_path):
-    """The learned-locality recipe end to end on a tiny config: train, save, load as torchvision's ViT."""
-    from torchvision.models import VisionTransformer as TorchvisionViT
-
-    from course_lib.locality import LocalityConfig, load_locality_vit, locality_images, train_locality
-
-    config = LocalityConfig(canvas=16, scale=1, patch_size=2, dim=16, depth=1, heads=2, mlp_dim=32, batch_size=64)
-    model, history = train_locality(config, out=tmp_path / "loc.pt", epochs=1, **QUIET)
-    assert len(history["epoch"]) == 1 and 0.0 <= history["test_acc"][0] <= 1.0
-    loaded = load_locality_vit(tmp_path / "loc.pt")
-    assert isinstance(loaded, TorchvisionViT) and not loaded.training
-    assert loaded.locality_config.grid == 8
-    x, y = locality_images(4, config)
-    assert x.shape == (4, 1, 16, 16) and y.shape == (4,)
-    model.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x))
-
-
-def test_place_digits_positions_are_per_image_and_keep_the_digit():
-    from course_lib.locality import place_digits
-
-    digits = torch.zeros(200, 1, 4, 4)
-    digits[:, :, 1:3, 1:3] = 1.0
-    out = place_digits(digits, 10, torch.Generator().manual_seed(0))
-    assert out.shape == (200, 1, 10, 10) and torch.equal(out.sum(dim=(1, 2, 3)), digits.sum(dim=(1, 2, 3)))
-    corners = {tuple(torch.nonzero(o[0])[0].tolist()) for o in out}  # top-left pixel of each digit's square
-    assert corners == {(r, c) for r in range(1, 8) for c in range(1, 8)}  # every position that fits
-    with pytest.raises(ValueError, match="canvas"):
-        place_digits(digits, 7)
