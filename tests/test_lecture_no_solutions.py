@@ -115,7 +115,7 @@ def time_limit(seconds: int):
 
 def passes_task(candidate, task, monkeypatch, reference) -> bool:
     """Whether ``candidate``, put in place of ``task``, passes every self-check case of the task."""
-    names = [n for n, (tid, _) in CASES.items() if tid == task.id]
+    names = [n for n, c in CASES.items() if c.task == task.id]
     module = importlib.import_module(f"course_lib.{task.module}")
     with monkeypatch.context() as m:
         m.setattr(module, task.name, candidate)
