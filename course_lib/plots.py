@@ -39,8 +39,12 @@ def transformer_shapes() -> plt.Figure:
     """Encoder-only, decoder-only and encoder-decoder stacks side by side."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), gridspec_kw={"width_ratios": [1, 1, 2]})
     for ax, title in zip(axes, ["encoder-only (BERT, ViT)", "decoder-only (GPT)", "encoder-decoder (Transformer 2017, T5)"]):
-        ax.set_ylim(-0.6, 4.9); ax.axis("off"); ax.set_title(title, fontsize=11)
-    axes[0].set_xlim(0, 4.4); axes[1].set_xlim(0, 4.4); axes[2].set_xlim(0, 8.8)
+        ax.set_ylim(-0.6, 4.9)
+        ax.axis("off")
+        ax.set_title(title, fontsize=11)
+    axes[0].set_xlim(0, 4.4)
+    axes[1].set_xlim(0, 4.4)
+    axes[2].set_xlim(0, 8.8)
     _stack(axes[0], 2.0, [("self-attention\n(bidirectional)", ENC), ("MLP", MLP)], "tokens / patches", "one vector per token")
     _stack(axes[1], 2.0, [("self-attention\n(causal)", DEC), ("MLP", MLP)], "tokens so far", "next-token scores")
     _stack(axes[2], 2.0, [("self-attention\n(bidirectional)", ENC), ("MLP", MLP)], "source", "memory")
@@ -57,9 +61,12 @@ def show_mask(ax, mask, rows: Sequence[str], cols: Sequence[str], title: str, cm
     ax.imshow(np.asarray(mask, dtype=float), cmap=cmap, vmin=0, vmax=1.3)
     ax.set_xticks(range(len(cols)), cols, rotation=50, ha="right", fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    ax.set_xticks(np.arange(len(cols)) - 0.5, minor=True); ax.set_yticks(np.arange(len(rows)) - 0.5, minor=True)
-    ax.grid(which="minor", color="white", lw=1.5); ax.tick_params(which="minor", length=0)
-    ax.set_xlabel("keys (attended to)", fontsize=9); ax.set_ylabel("queries (attending)", fontsize=9)
+    ax.set_xticks(np.arange(len(cols)) - 0.5, minor=True)
+    ax.set_yticks(np.arange(len(rows)) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", lw=1.5)
+    ax.tick_params(which="minor", length=0)
+    ax.set_xlabel("keys (attended to)", fontsize=9)
+    ax.set_ylabel("queries (attending)", fontsize=9)
     ax.set_title(title, fontsize=10)
 
 
@@ -99,7 +106,8 @@ def patch_sequence(photo, patch_images: Sequence[np.ndarray], grid: int, patch: 
     for j in range(n_show):
         ax = fig.add_subplot(strip[0, j])
         ax.imshow(patch_images[j])
-        ax.set_xticks([]); ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_yticks([])
         ax.set_xlabel(str(j + 1), fontsize=7, labelpad=1)
     fig.text(0.5, 0.15, f"the sequence the Transformer sees: tokens 1 to {n_show} of {N} (rows 1 and 2 of the grid)", ha="center")
     return fig
@@ -109,7 +117,9 @@ def pipeline(stages: Sequence[tuple[str, tuple]], symbolic: Sequence[str], photo
     """One box per stage (name inside, measured shape and symbolic shape below), the image as the first box."""
     colours = ["#dddddd", DEC, DEC, MLP, MLP, ENC, "#d7b5e8", CROSS]
     fig, ax = plt.subplots(figsize=(12, 2.6))
-    ax.set_xlim(0.4, len(stages) + 0.4); ax.set_ylim(-0.75, 1.0); ax.axis("off")
+    ax.set_xlim(0.4, len(stages) + 0.4)
+    ax.set_ylim(-0.75, 1.0)
+    ax.axis("off")
     for i, ((name, shape), colour, sym) in enumerate(zip(stages, colours, symbolic)):
         cx = i + 0.9
         ax.add_patch(mpatches.FancyBboxPatch((cx - 0.42, 0.0), 0.84, 0.8, boxstyle="round,pad=0.02", fc=colour, ec="black", lw=1))
@@ -127,7 +137,10 @@ def pipeline(stages: Sequence[tuple[str, tuple]], symbolic: Sequence[str], photo
 
 def norm_block(ax, title: str, pre: bool) -> None:
     """Box diagram of a pre-norm (ViT) or post-norm (Transformer 2017) encoder block, residual paths in blue."""
-    ax.set_xlim(0, 4); ax.set_ylim(-0.3, 10.4); ax.axis("off"); ax.set_title(title)
+    ax.set_xlim(0, 4)
+    ax.set_ylim(-0.3, 10.4)
+    ax.axis("off")
+    ax.set_title(title)
 
     def box(y, text, colour):
         ax.add_patch(mpatches.FancyBboxPatch((1.2, y - 0.35), 1.6, 0.7, boxstyle="round,pad=0.05", fc=colour, ec="black"))
@@ -147,13 +160,25 @@ def norm_block(ax, title: str, pre: bool) -> None:
 
     ax.text(2, -0.1, "z (tokens in)", ha="center", va="center")
     if pre:
-        box(1.5, "LayerNorm", NORM); box(2.9, "MSA", DEC); plus(4.2); box(5.6, "LayerNorm", NORM); box(7.0, "MLP", MLP); plus(8.3)
+        box(1.5, "LayerNorm", NORM)
+        box(2.9, "MSA", DEC)
+        plus(4.2)
+        box(5.6, "LayerNorm", NORM)
+        box(7.0, "MLP", MLP)
+        plus(8.3)
         arrows([(0.15, 1.15), (1.85, 2.55), (3.25, 3.95), (4.45, 5.25), (5.95, 6.65), (7.35, 8.05), (8.55, 9.6)])
-        skip(0.6, 4.2); skip(4.7, 8.3)
+        skip(0.6, 4.2)
+        skip(4.7, 8.3)
     else:
-        box(1.5, "MSA", DEC); plus(2.9); box(4.1, "LayerNorm", NORM); box(5.6, "MLP", MLP); plus(7.0); box(8.3, "LayerNorm", NORM)
+        box(1.5, "MSA", DEC)
+        plus(2.9)
+        box(4.1, "LayerNorm", NORM)
+        box(5.6, "MLP", MLP)
+        plus(7.0)
+        box(8.3, "LayerNorm", NORM)
         arrows([(0.15, 1.15), (1.85, 2.65), (3.15, 3.75), (4.45, 5.25), (5.95, 6.75), (7.25, 7.95), (8.65, 9.6)])
-        skip(0.6, 2.9); skip(4.8, 7.0)
+        skip(0.6, 2.9)
+        skip(4.8, 7.0)
     ax.text(2, 9.9, "tokens out", ha="center", va="center")
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from course_lib import selfcheck
-from course_lib.tasks import TASKS, tasks_of_exercise
+from course_lib.tasks import TASKS
 from mistakes import build
 from mistakes.corpus import MISTAKES
 
