@@ -120,10 +120,13 @@ def traversable(*paths: Path):
             parent.chmod(stat.S_IMODE(mode))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports on 127.0.0.1 (all held open while choosing, so none is handed out twice)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 class Hub:
@@ -136,7 +139,8 @@ class Hub:
 
     def __init__(self, folder: Path, users: list[User]):
         self.folder, self.users = folder, users
-        self.port, self.password = free_port(), secrets.token_urlsafe(12)
+        self.port, self.hub_port, self.api_port = free_ports(3)  # public proxy, hub, proxy API
+        self.password = secrets.token_urlsafe(12)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = folder / "jupyterhub.log"
         self.proc: subprocess.Popen | None = None
@@ -146,8 +150,8 @@ class Hub:
 c = get_config()  # noqa
 c.JupyterHub.bind_url = {self.url!r}
 c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {free_port()}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+c.JupyterHub.hub_port = {self.hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"
 c.ConfigurableHTTPProxy.command = [{str(PROXY)!r}]
 c.JupyterHub.db_url = "sqlite:///{self.folder / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = {str(self.folder / 'cookie_secret')!r}

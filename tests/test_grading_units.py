@@ -10,19 +10,9 @@ from course_grading import feedback
 from course_grading.course import exclude_overwriting, student_modules, task_of, task_title
 from course_grading.execute import defined_names
 from course_grading.preprocessors import restore_deleted_cells
+from tiny_notebooks import notebook
 
 HIDDEN = "### BEGIN HIDDEN TESTS\nassert secret_reference() == 42\n### END HIDDEN TESTS"
-
-
-def _notebook(*cells):
-    nb = nbformat.v4.new_notebook()
-    for gid, src in cells:
-        cell = nbformat.v4.new_code_cell(src)
-        if gid:
-            cell.metadata["nbgrader"] = {"grade": gid.startswith("task"), "grade_id": gid, "locked": True,
-                                         "solution": False, "points": 1, "schema_version": 3}
-        nb.cells.append(cell)
-    return nb
 
 
 def _error(ename, evalue, *frames):
@@ -36,8 +26,8 @@ def test_exclude_overwriting_is_keyed_by_assignment_id():
 
 
 def test_deleted_cells_go_back_where_they_were():
-    released = _notebook((None, "setup"), ("test_helpers", "helpers"), ("task1_1_visible", "t1"), (None, "check"), ("task1_2", "t2"))
-    student = _notebook((None, "setup"), (None, "check"), ("task1_2", "edited"))
+    released = notebook((None, "setup"), ("test_helpers", "helpers"), ("task1_1_visible", "t1"), (None, "check"), ("task1_2", "t2"))
+    student = notebook((None, "setup"), (None, "check"), ("task1_2", "edited"))
     assert restore_deleted_cells(student, released) == ["test_helpers", "task1_1_visible"]
     assert [c.source for c in student.cells] == ["setup", "helpers", "t1", "check", "edited"]
 
@@ -52,10 +42,10 @@ def test_task_columns_and_titles():
     assert task_title("task1_1") == "Task 1.1 scaled_dot_product_attention"
 
 
-def graded_notebook():
+def gradednotebook():
     """Set-up, a visible test that failed, a hidden test whose student code printed a secret, a later
     visible test, and an ungraded cell after the hidden one that printed what it saw."""
-    nb = _notebook((None, "import sys"), ("task1_1_visible", "check_visible()"), ("task1_1_hidden", "x = 1\n" + HIDDEN),
+    nb = notebook((None, "import sys"), ("task1_1_visible", "check_visible()"), ("task1_1_hidden", "x = 1\n" + HIDDEN),
                    ("task1_2", "assert causal_ok()"), (None, "print(In[-2])"))
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="y" * 50000)]
     nb.cells[1].outputs = [_error("AssertionError", "Task 1.1: wrong at [0, 1]",
@@ -71,7 +61,7 @@ def graded_notebook():
 
 def test_feedback_never_shows_hidden_tests_or_what_ran_after_them(monkeypatch):
     monkeypatch.setattr(feedback, "hidden_description", lambda task: "masks of every dtype")
-    nb = graded_notebook()
+    nb = gradednotebook()
     feedback.redact(nb, output_limit=1000)
     text = nbformat.writes(nb)
     assert "secret_reference" not in text and "LEAK" not in text and "/tmp/" not in text
@@ -87,7 +77,7 @@ def test_feedback_never_shows_hidden_tests_or_what_ran_after_them(monkeypatch):
 
 
 def test_feedback_summary_lists_every_task_with_name_points_and_what_the_tests_said():
-    nb = graded_notebook()
+    nb = gradednotebook()
     feedback.redact(nb)
     nb.cells[1].outputs[0].evalue = "<script>alert(1)</script> | pipe"
     md = feedback.summary_markdown(nb)
@@ -100,7 +90,7 @@ def test_feedback_summary_lists_every_task_with_name_points_and_what_the_tests_s
 def test_grades_csv_notes_for_hidden_tests_are_verdicts_only(tmp_path):
     from course_grading.worker import notebook_report
 
-    nb = graded_notebook()
+    nb = gradednotebook()
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, path)
     report = notebook_report(path, {"task1_1_visible": 0, "task1_1_hidden": 0, "task1_2": 1})
@@ -120,7 +110,7 @@ def gradebook(tmp_path):
     gb = Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}")
     for aid, cells in (("01_attention", {"task1_1_visible": 1, "task1_1_hidden": 2}), ("02_encoder", {"task2_1": 2})):
         gb.add_assignment(aid)
-        gb.add_notebook(aid, aid)
+        gb.addnotebook(aid, aid)
         for gid, pts in cells.items():
             gb.add_grade_cell(gid, aid, aid, max_score=pts, cell_type="code")
     yield gb

@@ -57,12 +57,12 @@ def _free_port() -> int:
 
 
 def _make_lab_command() -> list[str]:
-    """The command of the Makefile's `lab` target, with $(VENV) expanded."""
+    """The command of the Makefile's `lab` target, with $(VENV) expanded and $(LAB_ARGS) left empty."""
     lines = (ROOT / "Makefile").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(r"^lab\s*:", line))
     recipe = next(line.strip() for line in lines[start + 1:] if line.startswith("\t"))
     venv = re.search(r"^VENV\s*:?=\s*(\S+)", "\n".join(lines), re.M)
-    recipe = recipe.replace("$(VENV)", venv.group(1) if venv else ".venv")
+    recipe = recipe.replace("$(VENV)", venv.group(1) if venv else ".venv").replace("$(LAB_ARGS)", "")
     assert "$(" not in recipe, f"cannot expand the lab recipe {recipe!r}"
     command = shlex.split(recipe)
     assert Path(command[0]).name == "jupyter" and command[1] == "lab", f"unexpected lab recipe {recipe!r}"
