@@ -42,7 +42,7 @@ def test_task_columns_and_titles():
     assert task_title("task1_1") == "Task 1.1 scaled_dot_product_attention"
 
 
-def gradednotebook():
+def graded_notebook():
     """Set-up, a visible test that failed, a hidden test whose student code printed a secret, a later
     visible test, and an ungraded cell after the hidden one that printed what it saw."""
     nb = notebook((None, "import sys"), ("task1_1_visible", "check_visible()"), ("task1_1_hidden", "x = 1\n" + HIDDEN),
@@ -61,7 +61,7 @@ def gradednotebook():
 
 def test_feedback_never_shows_hidden_tests_or_what_ran_after_them(monkeypatch):
     monkeypatch.setattr(feedback, "hidden_description", lambda task: "masks of every dtype")
-    nb = gradednotebook()
+    nb = graded_notebook()
     feedback.redact(nb, output_limit=1000)
     text = nbformat.writes(nb)
     assert "secret_reference" not in text and "LEAK" not in text and "/tmp/" not in text
@@ -77,7 +77,7 @@ def test_feedback_never_shows_hidden_tests_or_what_ran_after_them(monkeypatch):
 
 
 def test_feedback_summary_lists_every_task_with_name_points_and_what_the_tests_said():
-    nb = gradednotebook()
+    nb = graded_notebook()
     feedback.redact(nb)
     nb.cells[1].outputs[0].evalue = "<script>alert(1)</script> | pipe"
     md = feedback.summary_markdown(nb)
@@ -90,7 +90,7 @@ def test_feedback_summary_lists_every_task_with_name_points_and_what_the_tests_s
 def test_grades_csv_notes_for_hidden_tests_are_verdicts_only(tmp_path):
     from course_grading.worker import notebook_report
 
-    nb = gradednotebook()
+    nb = graded_notebook()
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, path)
     report = notebook_report(path, {"task1_1_visible": 0, "task1_1_hidden": 0, "task1_2": 1})
@@ -110,7 +110,7 @@ def gradebook(tmp_path):
     gb = Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}")
     for aid, cells in (("01_attention", {"task1_1_visible": 1, "task1_1_hidden": 2}), ("02_encoder", {"task2_1": 2})):
         gb.add_assignment(aid)
-        gb.addnotebook(aid, aid)
+        gb.add_notebook(aid, aid)
         for gid, pts in cells.items():
             gb.add_grade_cell(gid, aid, aid, max_score=pts, cell_type="code")
     yield gb
