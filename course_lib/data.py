@@ -14,12 +14,14 @@ Nothing here is an exercise; every notebook may use it.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
-from torchvision.transforms import v2
+
+if TYPE_CHECKING:  # torchvision is imported where it is used: the digits path never needs it (2 s of start-up)
+    from torchvision.transforms import v2
 
 # Channel statistics of the CIFAR-10 training set (pixels scaled to [0, 1]).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -78,6 +80,8 @@ def digits_augment(translate: float = 0.125, degrees: float = 0.0, scale: tuple[
     interpolates rotated/zoomed pixels (default: nearest). Use per group of
     images with ``GroupedTransform``.
     """
+    from torchvision.transforms import v2
+
     mode = v2.InterpolationMode.BILINEAR if bilinear else v2.InterpolationMode.NEAREST
     return v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=scale, fill=fill,
                            interpolation=mode)
@@ -87,6 +91,8 @@ def cifar_policy(policy: str = "autoaugment") -> v2.Transform:
     """An augmentation policy on uint8 images: ``"autoaugment"`` (AutoAugment's CIFAR-10
     policy), ``"trivial"`` (TrivialAugmentWide), ``"randaugment"`` (RandAugment, 2 ops,
     magnitude 9) or ``"none"``."""
+    from torchvision.transforms import v2
+
     policies = {
         "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
         "trivial": v2.TrivialAugmentWide,
@@ -104,6 +110,8 @@ def cifar_augment(policy: str = "autoaugment") -> v2.Transform:
     Random crop with 4 pixels of zero padding, horizontal flip, then ``cifar_policy(policy)``.
     For batches on a GPU, ``augment.BatchCropFlip`` does the crop and flip per image in one go.
     """
+    from torchvision.transforms import v2
+
     return v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), cifar_policy(policy)])
 
 
@@ -119,6 +127,7 @@ def cifar10_datasets(root: str = "data", download: bool = True, policy: str = "a
         (train, test) data sets yielding (float image (3, 32, 32) normalised, label).
     """
     from torchvision.datasets import CIFAR10
+    from torchvision.transforms import v2
 
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR10_MEAN, CIFAR10_STD)]
     train_tf = v2.Compose([v2.ToImage(), cifar_augment(policy), *to_float])
