@@ -107,6 +107,36 @@ def full_loop(epochs: int, mode: str | None, device: torch.device, batch_size: i
             "batch_size": batch_size or r["batch_size"], "policy": policy or r["augment"]["policy"]}
 
 
+def profile_loop(device: torch.device, mode: str | None, steps: int = 40, batch_size: int | None = None) -> str:
+    """Where a step of the whole loop spends its time: ``torch.profiler`` over ``steps`` steps of
+    ``train`` (after a warm-up pass over the same steps, which compiles and records the graphs).
+
+    Returns:
+        two tables, the operators by self GPU time and by self CPU time (top 25 each).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from course_lib.data import TensorLoader
+
+    r = RECIPES["cifar"]
+    bs = batch_size or r["batch_size"]
+    torch.manual_seed(0)
+    model = VisionTransformer(vit_config(r["preset"], **r["model"])).to(device)
+    full, _ = recipe_data("cifar", device, synthetic=True, batch_size=bs)
+    loader = TensorLoader(full.x[:steps * bs], full.y[:steps * bs], bs, drop_last=True, transform=full.transform,
+                          normalize=(full.mean.flatten().tolist(), full.std.flatten().tolist()))
+    cfg = replace(r["train"], epochs=1, compile=mode is not None,
+                  compile_mode=None if mode in (None, "default") else mode, progress=False)
+    train(model, loader, None, cfg, device=device)  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        train(model, loader, None, cfg, device=device)
+    table = prof.key_averages()
+    gpu = table.table(sort_by="self_device_time_total", row_limit=25) if device.type == "cuda" else ""
+    return f"{steps} steps, batch {bs}, mode {mode}\n\nby self GPU time:\n{gpu}\nby self CPU time:\n" + \
+        table.table(sort_by="self_cpu_time_total", row_limit=25)
+
+
 def project(m: dict, flops: int, peak: float | None, epochs: int) -> dict:
     """Add MFU and the projected minutes for ``epochs`` epochs here and on a T4."""
     m["projected_recipe_minutes"] = epochs * 50000 / m["images_per_s"] / 60
@@ -146,6 +176,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50, help="steps of the model-only measurement")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--batches", type=int, nargs="*", default=[512, 1024], help="batch sizes of the sweep")
+    p.add_argument("--profile", action="store_true", help="also write profile.txt next to --out: where a step's time goes")
     p.add_argument("--results", help="merge the headline figures into this results file (benchmarks/run.py format)")
     a = p.parse_args()
     if not torch.cuda.is_available():
@@ -189,6 +220,8 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2) + "\n")
     if a.results:
         merge_results(Path(a.results), result)
+    if a.profile:  # last: a failure here loses none of the figures above
+        out.with_name("profile.txt").write_text(profile_loop(device, best))
     print(f"written to {out}")
 
 
