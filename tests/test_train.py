@@ -137,6 +137,36 @@ def test_trains_any_module_and_history_keys():
     assert all(math.isfinite(v) for v in history["train_loss"] + history["images_per_s"])
 
 
+@pytest.mark.slow
+def test_compiled_training_matches_eager(monkeypatch):
+    """The loop's torch.compile path, in the CUDA-graph mode of the CIFAR recipe, trains like eager.
+
+    On CUDA: inductor and CUDA graphs, as the recipe runs. On a CPU, inductor's C++ build takes
+    minutes, so the test compiles with the aot_eager backend: the same Dynamo capture and AOTAutograd
+    forward/backward graphs, run by eager kernels (the mode, a CUDA option, is then dropped)."""
+    compiled_modes = []
+    real_compile = torch.compile
+
+    def compile_spy(model, mode=None):
+        compiled_modes.append(mode)
+        return real_compile(model, mode=mode) if DEVICE.type == "cuda" else real_compile(model, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", compile_spy)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, 8, 8, generator=g).to(DEVICE), torch.randint(0, 5, (32,), generator=g).to(DEVICE)
+    runs = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = _torchvision_vit().to(DEVICE)
+        cfg = train.TrainConfig(epochs=2, compile=compiled, compile_mode="reduce-overhead", seed=3, **QUIET)
+        runs[compiled] = train.train(model, data.TensorLoader(x, y, 8, seed=1), data.TensorLoader(x, y, 16, shuffle=False),
+                                     cfg, device=DEVICE)
+    assert compiled_modes == ["reduce-overhead"]
+    tol = dict(rtol=1e-4, atol=1e-5) if DEVICE.type == "cpu" else dict(rtol=2e-2, atol=2e-2)  # bf16 autocast on CUDA
+    torch.testing.assert_close(torch.tensor(runs[True]["step_loss"]), torch.tensor(runs[False]["step_loss"]), **tol)
+    torch.testing.assert_close(torch.tensor(runs[True]["test_loss"]), torch.tensor(runs[False]["test_loss"]), **tol)
+
+
 def test_plot_history():
     import matplotlib
 
