@@ -1,20 +1,18 @@
 """AutoAugment's CIFAR-10 policy drawn per image and applied to a whole batch, on its device.
 
-``torchvision.transforms.v2.AutoAugment`` draws one sub-policy (and one coin per op) per
-call, so on a batch every image gets the same ops; ``data.GroupedTransform`` buys
-diversity with a Python loop over groups. ``BatchAutoAugment`` draws a sub-policy,
-coins and signs per image and runs each of the sub-policy's two steps as a fixed number
-of whole-batch operations, whatever the batch size: every op type the step can hold is
-computed for the whole batch and kept where an image drew it (``torch.where``), and the
-geometric ops share one ``grid_sample`` with a sampling grid per image. No Python loop
-over images, no host-device sync: a GPU stays busy and the step can be captured in a
-CUDA graph. Computing every op for every image wastes arithmetic, which a GPU has to
-spare on 32x32 images; on a CPU it costs (``benchmarks/augment_speed.py``).
+``v2.AutoAugment`` draws one sub-policy per call: a batch gets one draw (``data.GroupedTransform``
+loops over groups for more). ``BatchAutoAugment`` draws a sub-policy, coins and signs per image
+and runs each of the two steps in a fixed number of whole-batch operations: the point ops
+(Brightness, Contrast, Equalize, ...) through one lookup table per image and channel, Color and
+Sharpness on the whole batch, kept where drawn (``torch.where``), the geometric ops in one
+``grid_sample`` with a grid per image. No loop over images, no host-device sync (CUDA-graph
+friendly). Ops computed for images that did not draw them waste arithmetic, which a GPU has to
+spare on 32x32 images and a CPU has not (``benchmarks/augment_speed.py``).
 
-The ops follow torchvision's ``v2.functional`` on uint8 images, rounding included (the
-tests compare with it image by image): magnitudes in 10 bins, a random sign for the
-signed ones, shears about the top-left corner, rotations and translations about the
-image centre, nearest-neighbour sampling, 0 filled in. Nothing here is an exercise.
+The ops match torchvision's ``v2.functional`` on uint8 images pixel for pixel (the tests compare
+image by image): magnitudes in 10 bins, a random sign for the signed ones, shears about the
+top-left corner, rotations and translations about the centre, nearest neighbours, 0 filled in.
+Nothing here is an exercise.
 """
 from __future__ import annotations
 
@@ -63,12 +61,11 @@ CIFAR10_POLICY: tuple[SubPolicy, ...] = (
 
 
 def op_argument(op: str, bin: int | None, negative: bool, H: int, W: int) -> float:
-    """The argument torchvision's AutoAugment passes to ``op``'s functional at magnitude ``bin``.
+    """The argument torchvision's AutoAugment passes to ``op``'s functional at magnitude ``bin`` (0..9).
 
-    Returns: the shear (tan of the angle), translation (whole pixels), angle (degrees),
-    factor (Brightness, Color, Contrast, Sharpness: 1 + magnitude), bits (Posterize) or
-    threshold (Solarize, 0..255); 0 for the ops without one. Magnitudes come from
-    float32 ``torch.linspace`` like torchvision's, so the arguments match to the bit.
+    Returns: a shear (tan of the angle), shift (whole pixels), angle (degrees), factor (1 + magnitude),
+    bits (Posterize) or threshold (Solarize, 0..255); 0 for the ops without one. The magnitudes are
+    float32 ``torch.linspace`` values like torchvision's, so the arguments match to the bit.
     """
     if bin is None or op in ("Identity", "AutoContrast", "Equalize", "Invert"):
         return 0.0
@@ -126,7 +123,7 @@ def _per_image(v: Tensor) -> Tensor:
 
 
 def _to_uint8(x: Tensor) -> Tensor:
-    return x.clamp(0, 255).to(torch.uint8)  # truncates, as torchvision does
+    return x.clamp_(0, 255).to(torch.uint8)  # truncates, as torchvision does (x: a temporary, clamped in place)
 
 
 def _blend(x: Tensor, y: Tensor, factor: Tensor) -> Tensor:
@@ -155,45 +152,54 @@ def sharpness(x: Tensor, factor: Tensor) -> Tensor:
     factor 0 smooths, 1 keeps, 2 sharpens. x (B, C, H, W) uint8, factor (B,) float64 -> (B, C, H, W) uint8."""
     xf = x.float()
     inner = xf[:, :, 1:-1, 1:-1]  # (B, C, H - 2, W - 2)
-    rows = xf[:, :, :-2] + xf[:, :, 1:-1] + xf[:, :, 2:]  # (B, C, H - 2, W): 3 rows summed
-    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]  # (B, C, H - 2, W - 2): 3x3 sums, exact
+    rows = (xf[:, :, :-2] + xf[:, :, 1:-1]).add_(xf[:, :, 2:])  # (B, C, H - 2, W): 3 rows summed
+    box = (rows[..., :-2] + rows[..., 1:-1]).add_(rows[..., 2:])  # (B, C, H - 2, W - 2): 3x3 sums, exact
     # (box + 4·centre) / 13 is never a half-integer, so it rounds like torchvision's float32 convolution
-    blurred = ((box + 4 * inner) / 13).round()
-    sharp = (blurred - inner).double().mul_(1 - _per_image(factor)).add_(inner)
-    out = xf.clone()
-    out[:, :, 1:-1, 1:-1] = sharp  # rounded to float32 once
-    return _to_uint8(out)
+    diff = box.add_(inner, alpha=4).div_(13).round_().sub_(inner)  # smoothed - x
+    inner.copy_(diff.double().mul_(1 - _per_image(factor)).add_(inner))  # x + (1 - f)·diff, rounded to float32 once
+    return _to_uint8(xf)
 
 
 PIXEL_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"Color": saturation, "Sharpness": sharpness}
 
 
-# Point ops: a pixel's new value depends on its value and its image's statistics only, so each op
-# is a lookup table per image and channel, computed on the 256 levels (1, 1, 1, 256); a step
-# gathers once through the table each image drew. x (B, C, H, W) uint8, arg (B,) -> (B or 1, C or 1, 1, 256) uint8.
+# Point ops: a pixel's new value depends on its value (and on its image's statistics) only, so
+# each op is a lookup table on the 256 levels, and a step gathers once. The ops of the value alone
+# are tabulated once per policy entry (``BatchAutoAugment.tables``): levels (256,) float32 and
+# an argument per entry (N,) float64 -> (N, 256) uint8.
+
+def brightness(v: Tensor, factor: Tensor) -> Tensor:
+    return _to_uint8(v * factor.float()[:, None])
+
+
+def posterize(v: Tensor, bits: Tensor) -> Tensor:
+    """Keep the top ``bits`` bits: round down to a multiple of 2^(8 - bits)."""
+    q = torch.exp2(8 - bits.float())[:, None]
+    return (torch.div(v, q, rounding_mode="floor") * q).to(torch.uint8)
+
+
+def solarize(v: Tensor, threshold: Tensor) -> Tensor:
+    return torch.where(v >= threshold.float()[:, None], 255 - v, v).to(torch.uint8)
+
+
+def invert(v: Tensor, arg: Tensor) -> Tensor:
+    return (255 - v).to(torch.uint8).expand(len(arg), -1)
+
+
+LEVEL_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "Brightness": brightness, "Posterize": posterize, "Solarize": solarize, "Invert": invert}
+
+
+# The point ops that read their image's statistics make a table per image (and channel) per batch:
+# x (B, C, H, W) uint8, arg (B,) float64 -> (B, C or 1, 1, 256) uint8.
 
 def _levels(x: Tensor) -> Tensor:
     return torch.arange(256.0, device=x.device).view(1, 1, 1, 256)
 
 
-def brightness(x: Tensor, factor: Tensor) -> Tensor:
-    return _to_uint8(_levels(x) * _per_image(factor).float())
-
-
 def contrast(x: Tensor, factor: Tensor) -> Tensor:
     """Blend with the image's mean grey level."""
     return _blend(_levels(x), _grayscale(x).mean(dim=(1, 2, 3), keepdim=True), factor)
-
-
-def posterize(x: Tensor, bits: Tensor) -> Tensor:
-    """Keep the top ``bits`` bits: round down to a multiple of 2^(8 - bits)."""
-    q = torch.exp2(8 - _per_image(bits).float())
-    return (torch.div(_levels(x), q, rounding_mode="floor") * q).to(torch.uint8)
-
-
-def solarize(x: Tensor, threshold: Tensor) -> Tensor:
-    v = _levels(x)
-    return torch.where(v >= _per_image(threshold).float(), 255 - v, v).to(torch.uint8)
 
 
 def autocontrast(x: Tensor, _: Tensor) -> Tensor:
@@ -208,25 +214,19 @@ def autocontrast(x: Tensor, _: Tensor) -> Tensor:
 def equalize(x: Tensor, _: Tensor) -> Tensor:
     """Histogram equalisation per channel with PIL's lookup table (one histogram per image and channel)."""
     B, C, H, W = x.shape
-    flat = x.reshape(B * C, H * W).long()  # (B·C, H·W)
+    flat = x.reshape(B * C, H * W)  # (B·C, H·W)
     hist = torch.zeros(B * C, 256, dtype=torch.int32, device=x.device)
-    hist.scatter_add_(1, flat, hist.new_ones(1).expand_as(flat))
-    top = hist.gather(1, x.reshape(B * C, H * W).amax(dim=1, keepdim=True).long())  # (B·C, 1): pixels at the brightest level
+    hist.scatter_add_(1, flat.long(), hist.new_ones(1).expand(B * C, H * W))
+    top = hist.gather(1, flat.amax(dim=1, keepdim=True).long())  # (B·C, 1): pixels at the brightest level
     step = (H * W - top) // 255
     lut = (hist.cumsum(1)[:, :-1] + step // 2) // step.clamp(min=1)  # lut[v] from the pixels below v
     lut = F.pad(lut, (1, 0)).clamp(max=255)  # lut[0] = 0
-    levels = torch.arange(256, device=x.device).expand(B * C, 256)
-    return torch.where(step > 0, lut, levels).to(torch.uint8).view(B, C, 1, 256)  # step 0 (one level, nearly): kept
+    # step 0 (under 255 pixels below the brightest level, e.g. a flat channel): kept as it is
+    return torch.where(step > 0, lut, torch.arange(256, device=x.device)).to(torch.uint8).view(B, C, 1, 256)
 
 
-def invert(x: Tensor, _: Tensor) -> Tensor:
-    return (255 - _levels(x)).to(torch.uint8)
-
-
-POINT_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "Brightness": brightness, "Contrast": contrast, "Posterize": posterize, "Solarize": solarize,
-    "AutoContrast": autocontrast, "Equalize": equalize, "Invert": invert,
-}
+STAT_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "Contrast": contrast, "AutoContrast": autocontrast, "Equalize": equalize}
 
 
 def warp(x: Tensor, grid: Tensor) -> Tensor:
@@ -252,13 +252,14 @@ class BatchAutoAugment:
         # per step, the op types it can hold: the others are never computed
         self.step_ops = [sorted({sub[s][0] for sub in self.policy}, key=OPS.index) for s in range(2)]
 
-    def tables(self, H: int, W: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def tables(self, H: int, W: int, device: torch.device) -> tuple[Tensor, ...]:
         """The policy as tensors on ``device``, built once per image size and device.
 
         Returns:
             per (sub-policy, step): the op's index in ``OPS`` and its probability, (P, 2) each;
-            per (sub-policy, step, negative?): the op's argument (P, 2, 2) float64 and its
-            sampling grid (P, 2, 2, H, W, 2) (the identity's for a colour op).
+            per (sub-policy, step, negative?): the op's argument (P, 2, 2) float64, its lookup
+            table (P, 2, 2, 256) uint8 if a value-only point op, and its sampling grid
+            (P, 2, 2, H, W, 2) if geometric (the identity's otherwise).
         """
         key = (H, W, str(device))
         if key not in self._tables:
@@ -266,10 +267,16 @@ class BatchAutoAugment:
             args = [[op_argument(op, bin, neg, H, W) for neg in (False, True)] for op, _, bin in steps]
             theta = [inverse_affine(op, a, H, W) for (op, _, _), pair in zip(steps, args) for a in pair]
             P = len(self.policy)
+            arg = torch.tensor(args, dtype=torch.float64, device=device).view(-1)  # (P·2·2,)
+            op_index = torch.tensor([OPS.index(op) for op, _, _ in steps for _ in (0, 1)], device=device)[:, None]
+            lut = torch.arange(256, dtype=torch.uint8, device=device).expand(len(arg), 256)  # (P·2·2, 256)
+            for name, fn in LEVEL_OPS.items():
+                lut = torch.where(op_index == OPS.index(name), fn(torch.arange(256.0, device=device), arg), lut)
             self._tables[key] = (
-                torch.tensor([OPS.index(op) for op, _, _ in steps], device=device).view(P, 2),
+                op_index[::2].view(P, 2),
                 torch.tensor([p for _, p, _ in steps], device=device).view(P, 2),
-                torch.tensor(args, dtype=torch.float64, device=device).view(P, 2, 2),
+                arg.view(P, 2, 2),
+                lut.reshape(P, 2, 2, 256),
                 affine_grids(torch.tensor(theta, device=device).view(-1, 2, 3), H, W).view(P, 2, 2, H, W, 2),
             )
         return self._tables[key]
@@ -288,18 +295,18 @@ class BatchAutoAugment:
     def apply(self, x: Tensor, index: Tensor, applied: Tensor, negative: Tensor) -> Tensor:
         """Run the drawn sub-policies: x (B, C, H, W) uint8, index (B,), applied and negative (2, B) bool."""
         B, C, H, W = x.shape
-        ops, _, args, grids = self.tables(H, W, x.device)
+        ops, _, args, luts, grids = self.tables(H, W, x.device)
+        identity = torch.arange(256, dtype=torch.uint8, device=x.device)
         for s in range(2):
             op = torch.where(applied[s], ops[index, s], 0)  # (B,): 0 is Identity
             neg = negative[s].long()
             arg = args[index, s, neg]  # (B,)
-            out = x
-            point = [name for name in self.step_ops[s] if name in POINT_OPS]
-            if point:  # one lookup table per image and channel, one gather
-                lut = _levels(x).to(torch.uint8).expand(B, C, 1, 256)
-                for name in point:
-                    lut = torch.where(_per_image(op == OPS.index(name)), POINT_OPS[name](x, arg), lut)
-                out = lut.reshape(B, C, 256).gather(2, x.reshape(B, C, H * W).long()).view(B, C, H, W)
+            # the point ops: one table per image and channel (B, C, 1, 256), one gather
+            lut = torch.where(applied[s, :, None], luts[index, s, neg], identity).view(B, 1, 1, 256).expand(B, C, 1, 256)
+            for name in self.step_ops[s]:
+                if name in STAT_OPS:
+                    lut = torch.where(_per_image(op == OPS.index(name)), STAT_OPS[name](x, arg), lut)
+            out = lut.reshape(B, C, 256).gather(2, x.reshape(B, C, H * W).long()).view(B, C, H, W)
             for name in self.step_ops[s]:
                 if name in PIXEL_OPS:
                     out = torch.where(_per_image(op == OPS.index(name)), PIXEL_OPS[name](x, arg), out)
