@@ -150,8 +150,9 @@ def test_no_loop_over_images_and_no_host_sync():
     aug(images(4))  # builds the tables
     counts = []
     for B in (4, 64):
+        x = images(B)
         with _RecordOps() as record:
-            aug(images(B))
+            aug(x)
         counts.append(record.ops)
     assert counts[0] == counts[1]
     assert not {"aten._local_scalar_dense", "aten.item", "aten.nonzero", "aten.is_nonzero"} & set(counts[0])
