@@ -30,7 +30,7 @@ RECIPES: dict[str, dict] = {
     # AutoAugment, label smoothing 0.1). Here batch 256 with the lr scaled by sqrt(2), AdamW; compiled
     # with CUDA graphs (a 17-token model is bound by kernel launches, not arithmetic).
     "cifar": dict(preset="cifar", model=dict(patch_size=8, dim=384, depth=7, heads=12, mlp_dim=384),
-                  batch_size=256, augment=dict(policy="autoaugment"), group_size=16,
+                  batch_size=256, augment=dict(policy="autoaugment"), group_size=16,  # group_size: "trivial", "randaugment" only
                   train=TrainConfig(epochs=200, lr=1.5e-3, min_lr=1e-5, warmup_epochs=5, weight_decay=0.05,
                                     label_smoothing=0.1, compile=True, compile_mode="reduce-overhead")),
 }
@@ -42,11 +42,13 @@ def recipe_data(name: str, device: torch.device, data_root: str = "data", downlo
     """The (train, test) ``TensorLoader`` s of a recipe, on ``device``, sharded over DDP ranks.
 
     ``policy`` replaces the CIFAR-10 recipe's augmentation policy (``data.cifar_policy``; "none":
-    crop and flip only)."""
+    crop and flip only). "autoaugment" (the recipe's) runs per image (``autoaugment.BatchAutoAugment``),
+    "trivial" and "randaugment" per group of ``group_size`` images."""
     from torchvision.transforms import v2
 
     from course_lib import data
     from course_lib.augment import BatchCropFlip
+    from course_lib.autoaugment import BatchAutoAugment
 
     r = RECIPES[name]
     bs, norm, transform = batch_size or r["batch_size"], None, None
@@ -63,10 +65,12 @@ def recipe_data(name: str, device: torch.device, data_root: str = "data", downlo
         else:
             x_train, y_train, x_test, y_test = data.load_cifar10(data_root, download, device)
         norm = (data.CIFAR10_MEAN, data.CIFAR10_STD)
-        if augment:  # crop and flip per image in one go; the policy (if any) per group of images
+        if augment:  # crop and flip per image in one go; AutoAugment per image too, the other policies per group
             transform = BatchCropFlip(4, flip=True, fill=0, seed=seed)
             policy = policy or r["augment"]["policy"]
-            if policy != "none":
+            if policy == "autoaugment":  # its own generator: the crop's seed would tie sub-policies to crops
+                transform = v2.Compose([transform, BatchAutoAugment(seed=seed + 1)])
+            elif policy != "none":
                 transform = v2.Compose([transform, data.GroupedTransform(data.cifar_policy(policy), r["group_size"])])
     rank, world = dist_utils.rank(), dist_utils.world_size()
     train_loader = data.TensorLoader(x_train, y_train, bs, shuffle=True, drop_last=True, transform=transform,

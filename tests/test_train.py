@@ -184,8 +184,12 @@ def test_recipe_data_shapes():
     xb, yb = next(iter(train_loader))
     assert xb.shape == (64, 1, 8, 8) and yb.shape == (64,) and len(train_loader) == 1437 // 64
     train_loader, _ = train.recipe_data("cifar", torch.device("cpu"), synthetic=True, batch_size=32)
+    # the default policy, AutoAugment, runs per image too: no loop over groups
+    assert [type(t).__name__ for t in train_loader.transform.transforms] == ["BatchCropFlip", "BatchAutoAugment"]
     xb, yb = next(iter(train_loader))
     assert xb.shape == (32, 3, 32, 32) and xb.dtype == torch.float32 and abs(xb.mean().item()) < 1
+    trivial, _ = train.recipe_data("cifar", torch.device("cpu"), synthetic=True, batch_size=32, policy="trivial")
+    assert type(trivial.transform.transforms[1]).__name__ == "GroupedTransform"
     plain, _ = train.recipe_data("cifar", torch.device("cpu"), synthetic=True, batch_size=32, policy="none")
     assert type(plain.transform).__name__ == "BatchCropFlip"  # per image, no loop over groups
     assert next(iter(plain))[0].shape == (32, 3, 32, 32)
