@@ -44,11 +44,8 @@ def recipe_data(name: str, device: torch.device, data_root: str = "data", downlo
     ``policy`` replaces the CIFAR-10 recipe's augmentation policy (``data.cifar_policy``; "none":
     crop and flip only). "autoaugment" (the recipe's) runs per image (``autoaugment.BatchAutoAugment``),
     "trivial" and "randaugment" per group of ``group_size`` images."""
-    from torchvision.transforms import v2
-
     from course_lib import data
     from course_lib.augment import BatchCropFlip
-    from course_lib.autoaugment import BatchAutoAugment
 
     r = RECIPES[name]
     bs, norm, transform = batch_size or r["batch_size"], None, None
@@ -66,6 +63,10 @@ def recipe_data(name: str, device: torch.device, data_root: str = "data", downlo
             x_train, y_train, x_test, y_test = data.load_cifar10(data_root, download, device)
         norm = (data.CIFAR10_MEAN, data.CIFAR10_STD)
         if augment:  # crop and flip per image in one go; AutoAugment per image too, the other policies per group
+            from torchvision.transforms import v2  # here: the digits path never needs torchvision
+
+            from course_lib.autoaugment import BatchAutoAugment
+
             transform = BatchCropFlip(4, flip=True, fill=0, seed=seed)
             policy = policy or r["augment"]["policy"]
             if policy == "autoaugment":  # its own generator: the crop's seed would tie sub-policies to crops

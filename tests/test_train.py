@@ -202,6 +202,18 @@ def test_recipe_data_shapes():
         pytest.skip("needs Task 4.1 (VisionTransformer.forward)")
 
 
+def test_digits_path_does_not_import_torchvision():
+    """Importing torchvision costs ~2.5 s of CPU time, a quarter of the digits recipe's budget."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\nfrom course_lib.train import recipe_data\nrecipe_data('digits', torch.device('cpu'))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('torchvision')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-1] == "[]", run.stdout
+
+
 @pytest.mark.slow
 def test_digits_recipe_reaches_98_percent():
     """The recipe as `make bench` and the CLI run it: a fresh interpreter, so no earlier test's
