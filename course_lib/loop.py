@@ -41,6 +41,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (first steps slower, later ones faster)
     compile_mode: str | None = None  # torch.compile mode; "reduce-overhead" replays CUDA graphs (GPU)
     seed: int = 0  # seeds python, numpy and torch before the model is trained
+    eval_every: int = 1  # evaluate the test set every this many epochs and after the last (else NaN)
     progress: bool = True  # show a tqdm progress bar (renders in notebooks too)
     checkpoint: str | None = None  # file to save after every epoch (None: no checkpoints)
     resume: bool = False  # continue from ``checkpoint`` if the file exists
@@ -187,7 +188,9 @@ def train(model: nn.Module, train_loader: Iterable, test_loader: Iterable | None
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
-        test_loss, test_acc = evaluate(net, test_loader, device, dtype) if test_loader is not None else (math.nan, math.nan)
+        test_loss, test_acc = math.nan, math.nan
+        if test_loader is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+            test_loss, test_acc = evaluate(net, test_loader, device, dtype)
         row = {"epoch": epoch + 1, "train_loss": step_loss.mean().item(), "test_loss": test_loss,
                "test_acc": test_acc, "images_per_s": images / seconds, "lr": lr, "time_s": seconds}
         for k, v in row.items():
@@ -207,11 +210,13 @@ def plot_history(history: dict[str, list], axes=None):
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     fig = axes[0].figure
+    tested = [i for i, acc in enumerate(history["test_acc"]) if not math.isnan(acc)]  # see TrainConfig.eval_every
+    epochs = [history["epoch"][i] for i in tested]
     axes[0].plot(history["epoch"], history["train_loss"], label="train (label-smoothed)")
-    axes[0].plot(history["epoch"], history["test_loss"], label="test")
+    axes[0].plot(epochs, [history["test_loss"][i] for i in tested], label="test", marker=".")
     axes[0].set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     axes[0].legend()
-    axes[1].plot(history["epoch"], [100 * a for a in history["test_acc"]], color="C2")
+    axes[1].plot(epochs, [100 * history["test_acc"][i] for i in tested], color="C2", marker=".")
     axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title=f"test accuracy (last {100 * history['test_acc'][-1]:.2f}%)")
     fig.tight_layout()
     return fig

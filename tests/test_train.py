@@ -167,6 +167,30 @@ def test_compiled_training_matches_eager(monkeypatch):
     torch.testing.assert_close(torch.tensor(runs[True]["test_loss"]), torch.tensor(runs[False]["test_loss"]), **tol)
 
 
+def test_eval_every_evaluates_those_epochs_and_the_last():
+    model, loader = _one_hot_problem()
+    calls = []
+    cfg = train.TrainConfig(epochs=5, lr=1e-12, eval_every=2, **QUIET)
+    history = train.train(model, _CountingLoader(loader, calls), _CountingLoader(loader, calls, "test"), cfg,
+                          device=DEVICE)
+    assert calls.count("test") == 3  # epochs 2, 4 and the last, 5
+    assert [math.isnan(a) for a in history["test_acc"]] == [True, False, True, False, False]
+
+
+class _CountingLoader:
+    """A loader that records each pass over it."""
+
+    def __init__(self, loader, calls: list, tag: str = "train"):
+        self.loader, self.calls, self.tag = loader, calls, tag
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        self.calls.append(self.tag)
+        return iter(self.loader)
+
+
 def test_plot_history():
     import matplotlib
 
@@ -174,9 +198,14 @@ def test_plot_history():
     history = {"epoch": [1, 2], "train_loss": [1.0, 0.5], "test_loss": [1.1, 0.6], "test_acc": [0.5, 0.8]}
     fig = train.plot_history(history)
     assert len(fig.axes) == 2
+    gaps = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.7, 0.5], "test_loss": [math.nan, 0.6, 0.5],
+            "test_acc": [math.nan, 0.8, 0.9]}  # eval_every=2
+    fig2 = train.plot_history(gaps)
+    assert list(fig2.axes[1].lines[0].get_xdata()) == [2, 3]
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+    plt.close(fig2)
 
 
 def test_recipe_data_shapes():
