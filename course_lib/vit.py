@@ -10,6 +10,7 @@ N + 1 tokens with the [class] token, D width, h heads, K classes.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -36,6 +37,10 @@ class ViTConfig:
     dropout: float = 0.0  # dropout after the embedding and in the MLPs
     fused: bool = True  # fused kernels (F.scaled_dot_product_attention, F.layer_norm); False = hand-written paths
     eps: float = 1e-6  # LayerNorm epsilon (torchvision and big_vision use 1e-6)
+    # std of the Linear weights at init (truncated normal); 0.02 as in timm and big_vision. None: 1/sqrt(fan_in).
+    # A Linear scales its input by about std * sqrt(fan_in): 0.55 at D = 768 but 0.16 at D = 64, where the
+    # residual branches and the [class] token's view of the patches start almost silent (docs/TRAINING.md).
+    init_std: float | None = 0.02
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -107,10 +112,10 @@ def vit_config(name: str, **overrides) -> ViTConfig:
     return ViTConfig(**{**fields, **overrides})
 
 
-def _init_weights(module: nn.Module) -> None:
-    """ViT-style initialisation: truncated normal (std 0.02) linear weights, zero biases."""
+def _init_weights(module: nn.Module, std: float | None = 0.02) -> None:
+    """ViT-style initialisation: truncated normal Linear weights (std ``std``, None: 1/sqrt(fan_in)), zero biases."""
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.trunc_normal_(module.weight, std=std if std is not None else math.sqrt(1 / module.in_features))
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Conv2d):  # the patch embedding: like a linear map of the flattened patch
@@ -140,7 +145,7 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(c.dim, c.heads, c.mlp_dim, c.dropout, c.fused, c.eps) for _ in range(c.depth))
         self.norm = LayerNorm(c.dim, c.eps, fused=c.fused)
         self.head = nn.Linear(c.dim, c.num_classes)
-        self.apply(_init_weights)
+        self.apply(functools.partial(_init_weights, std=c.init_std))
 
     def _check_input(self, x: torch.Tensor) -> None:
         c, where = self.config, "Task 4.1 VisionTransformer"

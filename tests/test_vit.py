@@ -29,6 +29,17 @@ def test_config_errors():
         vit_config("B/16", dim=100)
 
 
+def test_init_std():
+    """0.02 by default (timm, big_vision); None: 1/sqrt(fan_in) for every Linear, the head included."""
+    torch.manual_seed(0)
+    default = VisionTransformer(vit_config("digits", dim=64, mlp_dim=256))
+    fan_in = VisionTransformer(vit_config("digits", dim=64, mlp_dim=256, init_std=None))
+    for model, fc2_std, head_std in ((default, 0.02, 0.02), (fan_in, 256 ** -0.5, 64 ** -0.5)):
+        assert model.blocks[0].mlp.fc2.weight.std().item() == pytest.approx(fc2_std, rel=0.05)
+        assert model.head.weight.std().item() == pytest.approx(head_std, rel=0.1)
+        assert model.blocks[0].attn.qkv.bias.abs().max().item() == 0.0
+
+
 @pytest.mark.task4_1
 def test_forward_shapes_and_attention(device):
     m = VisionTransformer(vit_config("test")).to(device).eval()
