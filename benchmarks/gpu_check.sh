@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# One GPU session (<= 9 minutes): CIFAR-10 recipe speed (the figure owed), benchmarks, unit tests on CUDA.
+# One GPU session (<= 9 minutes): CIFAR-10 recipe speed (the figure owed) and its profile, the augmentation's
+# speed, the training tests on CUDA (the compiled loop too), benchmarks. The most wanted figures run first.
 # Run from the repository root:   OUT=gpu_out bash benchmarks/gpu_check.sh
 # Everything lands under $OUT (default ./gpu_out); each step runs even if an earlier one failed.
+# PACK=FILE.tgz also packs $OUT into one file at the end (for a machine that sends back only a few files).
 set -u
 OUT="${OUT:-./gpu_out}"
 mkdir -p "$OUT"
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$(pwd)"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-python3}"
 STATUS="$OUT/steps.txt"
 : > "$STATUS"
 
@@ -22,12 +24,20 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, log, record the exit code, neve
 { nvidia-smi; "$PY" -c "import torch, torchvision, timm; print(torch.__version__, torchvision.__version__, timm.__version__, torch.cuda.get_device_name())"; } > "$OUT/env.log" 2>&1 || true
 
 # (a) the CIFAR-10 recipe's whole-loop speed on synthetic data: eager, compiled, CUDA graphs, batch sweep,
-#     MFU and projected times; merged into a copy of benchmarks/results.json ($OUT/results.json)
+#     MFU and projected times, merged into a copy of benchmarks/results.json ($OUT/results.json); then a
+#     torch.profiler table of 40 steps of the whole loop ($OUT/profile.txt): where a step's time goes
 cp benchmarks/results.json "$OUT/results.json"
-step cifar_speed 330 "$PY" benchmarks/cifar_speed.py --out "$OUT/cifar_speed.json" --results "$OUT/results.json"
-# (b) benchmarks: ours vs torchvision vs timm (interleaved pairs), attention kernels
-step bench_cuda 120 "$PY" benchmarks/run.py --device cuda --quick --out "$OUT/results_cuda.json"
-# (c) the unit tests of the training code on CUDA (the tests read COURSE_TEST_DEVICE)
-step pytest_cuda 90 env COURSE_TEST_DEVICE=cuda "$PY" -m pytest tests/test_train.py tests/test_data.py -m "not slow" -p no:cacheprovider -o addopts="" -q -rfE
+step cifar_speed 300 "$PY" benchmarks/cifar_speed.py --out "$OUT/cifar_speed.json" --results "$OUT/results.json" --profile
+# (b) the augmentation alone: AutoAugment per group of 16 (before) vs per image, batched (BatchAutoAugment)
+step augment_speed 40 "$PY" benchmarks/augment_speed.py --device cuda --pairs 10 --out "$OUT/augment_speed.json"
+# (c) the training, data and augmentation tests on CUDA (the tests read COURSE_TEST_DEVICE), and the
+#     compiled loop (inductor + CUDA graphs) against eager
+step pytest_cuda 100 env COURSE_TEST_DEVICE=cuda "$PY" -m pytest tests/test_train.py tests/test_data.py \
+  tests/test_autoaugment.py -m "not slow" -p no:cacheprovider -o addopts="" -q -rfE
+step pytest_compile 90 env COURSE_TEST_DEVICE=cuda "$PY" -m pytest tests/test_train.py -k compiled \
+  -p no:cacheprovider -o addopts="" -q -rfE
+# (d) benchmarks: ours vs torchvision vs timm (interleaved pairs), attention kernels
+step bench_cuda 90 "$PY" benchmarks/run.py --device cuda --quick --out "$OUT/results_cuda.json"
 
 cat "$STATUS"
+if [ -n "${PACK:-}" ]; then tar -C "$OUT" -czf "$PACK" . && echo "packed into $PACK"; fi
