@@ -6,18 +6,23 @@
 
 Every entry has name, value, unit; comparisons add baseline, baseline_name and
 ratio = value / baseline (>= 1.0: ours is at least as fast). A throughput
-comparison runs A and B in pairs, interleaved (A B, B A, A B, ...), in one
-process: ratio is the median of the pair ratios, ratio_iqr their quartiles,
-ratio_range their extremes. On a CPU the clock is the process's CPU time
-(one thread), so time spent waiting for a core shared with other jobs does
-not count; on a GPU it is wall time. The digits recipe runs once per seed
-(0-4), each in a fresh interpreter.
+comparison runs A and B in one process, in ABBA blocks (A B B A, B A A B, ...)
+of short units (one training step on a CPU), after a warm-up that reaches steady
+state: ratio is the median of the block ratios, ratio_iqr their quartiles,
+ratio_range their extremes, ratio_ci95 a distribution-free 95% confidence
+interval of the median and ratio_of_minima the ratio of each side's fastest unit
+(see benchmarks/timing.py for why each). On a CPU the clock is the process's CPU
+time (one thread, pinned to one core, glibc's allocator keeping freed memory, gc
+off), so time spent waiting for a core shared with other jobs does not count; on
+a GPU it is wall time. The digits recipe runs once per seed (0-4), each in a
+fresh interpreter.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+import os
 import platform
 import statistics
 import sys
@@ -29,14 +34,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from benchmarks import timing  # noqa: E402
 from course_lib.attention import scaled_dot_product_attention  # noqa: E402
 from course_lib.device import describe_device  # noqa: E402
 from course_lib.vit import VisionTransformer, vit_config  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build_models(cfg, device: torch.device) -> dict[str, torch.nn.Module]:
@@ -61,63 +62,45 @@ def build_models(cfg, device: torch.device) -> dict[str, torch.nn.Module]:
     return {name: m.to(device).train() for name, m in models.items()}
 
 
-def throughput(cfg, batch: int, steps: int, reps: int, device: torch.device) -> list[dict]:
-    """Training images/s (forward, backward, AdamW step) of each library's ViT, interleaved."""
+def throughput(cfg, batch: int, steps: int, blocks: int, device: torch.device, quads: int = 8) -> list[dict]:
+    """Training images/s (forward, backward, AdamW step) of each library's ViT, in ABBA blocks.
+
+    Every model sees the same batch; a unit is ``steps`` steps of one model, a block ``quads``
+    ABBA quads (see benchmarks/timing.py for the warm-up, the blocks and the estimators)."""
     models = build_models(cfg, device)
     dtype = torch.bfloat16 if device.type == "cuda" else None
     x = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size, device=device)
     y = torch.randint(0, cfg.num_classes, (batch,), device=device)
     opts = {n: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=device.type == "cuda") for n, m in models.items()}
+    clock = timing.clock(device)
 
-    clock = time.perf_counter if device.type == "cuda" else time.process_time  # CPU: time this process ran
-
-    def run(name: str, n: int) -> float:
+    def unit(name: str) -> float:
+        """Seconds for ``steps`` training steps of model ``name``."""
         model, opt = models[name], opts[name]
-        sync(device)
         t0 = clock()
-        for _ in range(n):
+        for _ in range(steps):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = F.cross_entropy(model(x).float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        sync(device)
-        return batch * n / (clock() - t0)
+        return clock() - t0
 
-    for name in models:  # warm-up: allocator, kernels' autotuning
-        run(name, 2)
+    runs = {name: functools.partial(unit, name) for name in models}
+    warm = timing.warm_up(runs)
     shape = f"D={cfg.dim} L={cfg.depth} h={cfg.heads} mlp={cfg.mlp_dim} P={cfg.patch_size} {cfg.image_size}px B={batch}"
+    per_unit = batch * steps
     ours: list[float] = []
     entries = []
     for other in ("torchvision", "timm", "course_lib fused=False"):
-        a, b = interleaved(lambda: run("course_lib", steps), lambda: run(other, steps), reps)
-        ours += a
-        entries.append(ratio_entry(f"train throughput, course_lib ViT vs {other} ({shape})", "images/s", a, b,
-                                   f"{other} VisionTransformer"))
+        timed = timing.abba(runs["course_lib"], runs[other], blocks, quads)
+        ours += [per_unit / t for t in timed["a"]]
+        entries.append({"name": f"train throughput, course_lib ViT vs {other} ({shape})", "unit": "images/s",
+                        "value": per_unit / statistics.median(timed["a"]), "baseline_name": f"{other} VisionTransformer",
+                        "baseline": per_unit / statistics.median(timed["b"]), **timing.summarize(timed),
+                        "method": f"{steps}-step units, ABBA quads, {quads} quads a block; {warm['course_lib']} warm-up units"})
     return [{"name": f"train throughput, course_lib ViT ({shape})", "value": statistics.median(ours),
              "unit": "images/s"}] + entries
-
-
-def interleaved(run_a, run_b, reps: int) -> tuple[list[float], list[float]]:
-    """``reps`` pairs of measurements, A B, B A, A B, ... (the order alternates, so a drift in the
-    machine's load hits both sides alike); returns the A and the B samples, pair by pair."""
-    a, b = [], []
-    for rep in range(reps):
-        if rep % 2 == 0:
-            a.append(run_a()), b.append(run_b())
-        else:
-            b.append(run_b()), a.append(run_a())
-    return a, b
-
-
-def ratio_entry(name: str, unit: str, ours: list[float], base: list[float], baseline_name: str,
-                higher_is_better: bool = True) -> dict:
-    """A comparison from paired samples: medians, and the median, quartiles and range of the pair ratios."""
-    ratios = sorted((x / y) if higher_is_better else (y / x) for x, y in zip(ours, base))
-    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
-    return {"name": name, "value": statistics.median(ours), "unit": unit, "baseline": statistics.median(base),
-            "baseline_name": baseline_name, "ratio": statistics.median(ratios), "ratio_iqr": [q1, q3],
-            "ratio_range": [ratios[0], ratios[-1]], "pairs": len(ratios)}
 
 
 def attention(batch: int, heads: int, tokens: int, head_dim: int, reps: int, device: torch.device) -> list[dict]:
@@ -129,17 +112,16 @@ def attention(batch: int, heads: int, tokens: int, head_dim: int, reps: int, dev
              "F.scaled_dot_product_attention": lambda: F.scaled_dot_product_attention(q, k, v)}
     times: dict[str, list[float]] = {name: [] for name in impls}
     peak: dict[str, float] = {}
+    clock = timing.clock(device)  # process CPU time on a CPU, wall time on a GPU
     for rep in range(reps + 1):
-        for name, fn in impls.items():
+        for name, fn in (impls.items() if rep % 2 else reversed(impls.items())):  # alternate the order
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
-            sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             fn().sum().backward()
-            sync(device)
             if rep > 0:  # rep 0 is the warm-up
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
             if device.type == "cuda":
                 peak[name] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     shape = f"B={batch} h={heads} N={tokens} d={head_dim}"
@@ -202,7 +184,13 @@ def markdown(entries: list[dict]) -> str:
         base = f"{e['baseline']:.4g} {e['unit']} ({e['baseline_name']})" if "baseline" in e else ""
         ratio = f"{e['ratio']:.2f}" if "ratio" in e else ""
         if "ratio_iqr" in e:
-            ratio += f" (IQR {e['ratio_iqr'][0]:.2f}-{e['ratio_iqr'][1]:.2f}, range {e['ratio_range'][0]:.2f}-{e['ratio_range'][1]:.2f}, {e['pairs']} pairs)"
+            (q1, q3), (lo, hi) = e["ratio_iqr"], e["ratio_range"]
+            ratio += f" (IQR {q1:.3f}-{q3:.3f}, range {lo:.3f}-{hi:.3f}"
+            if "blocks" in e:  # ABBA blocks: the spread is the blocks'
+                ratio += (f"; 95% CI {e['ratio_ci95'][0]:.3f}-{e['ratio_ci95'][1]:.3f}; minima {e['ratio_of_minima']:.3f};"
+                          f" {e['blocks']} blocks of {e['pairs'] // e['blocks']} pairs)")
+            else:
+                ratio += f"; {e['pairs']} pairs)"
         lines.append(f"| {e['name']} | {e['value']:.4g} {e['unit']} | {base} | {ratio} |")
     return "\n".join(lines)
 
@@ -214,24 +202,30 @@ def main() -> None:
     p.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: stable numbers on a shared machine; 0 = torch's default)")
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                   help="pin the throughput comparison to one core (default on; the digits runs are not pinned)")
+    p.add_argument("--blocks", type=int, help="blocks per throughput comparison (CPU: 8 ABBA quads a block, default 16, 4 with --quick; GPU: 4 quads, 6, 2)")
     a = p.parse_args()
     device = torch.device(a.device)
-    if a.threads and device.type == "cpu":
-        torch.set_num_threads(a.threads)
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if device.type == "cpu":
+        timing.steady_process(a.threads, pin=a.pin)
     torch.manual_seed(0)
     reps = 3 if a.quick else 5
     entries: list[dict] = []
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-        entries += throughput(vit_config("cifar"), 512, 10, 2 * reps, device)
-        entries += throughput(vit_config("B/16", num_classes=10), 64, 5, 2 * reps, device)
+        blocks = a.blocks or (2 if a.quick else 6)  # blocks of 4 quads: a GPU's wall time is steadier than a shared CPU
+        entries += throughput(vit_config("cifar"), 512, 5, blocks, device, quads=4)
+        entries += throughput(vit_config("B/16", num_classes=10), 64, 2, blocks, device, quads=4)
         entries += attention(64, 12, 197, 64, reps, device)
         entries += attention(16, 12, 1025, 64, reps, device)  # 512 px / 16: long sequences
     else:
-        # the "cifar" preset at half depth: a CPU does ~30 such images/s per core
-        pairs = 4 if a.quick else 12  # A B pairs per comparison, order alternating
-        entries += throughput(vit_config("cifar", depth=3), 32, 1 if a.quick else 2, pairs, device)
+        # the "cifar" preset at half depth, one training step per unit (~0.17 s on one core)
+        entries += throughput(vit_config("cifar", depth=3), 32, 1, a.blocks or (4 if a.quick else 16), device)
         entries += attention(8, 12, 197, 64, reps, device)
+    if affinity is not None:
+        os.sched_setaffinity(0, affinity)  # the digits runs' interpreters inherit it
     if not a.quick:
         entries += digits(a.threads)
     meta = {"device": describe_device(device), "torch": torch.__version__, "python": platform.python_version()}

@@ -166,7 +166,7 @@ class MultiHeadAttention(nn.Module):
         ### BEGIN SOLUTION
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim)  # (B, N, 3, h, d)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, N, d)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # each (B, N, h, d) -> (B, h, N, d)
         out, weights = attend(q, k, v, mask, fused=self.fused and not need_weights)  # (B, h, N, d)
         out = self.proj(out.transpose(1, 2).reshape(B, N, D))  # (B, N, D)
         return (out, weights) if need_weights else out
