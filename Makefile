@@ -57,7 +57,7 @@ hub-deps: venv
 
 ## bench: benchmarks, written to benchmarks/results.json
 bench: venv
-	$(PY) benchmarks/run.py
+	$(PY) -m benchmarks.run
 
 clean:
 	rm -rf dist build .pytest_cache

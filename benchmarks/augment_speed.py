@@ -1,7 +1,7 @@
 """Time per batch of the CIFAR-10 recipe's augmentation: AutoAugment per group of 16 vs per image, batched.
 
-    python benchmarks/augment_speed.py                       # CPU, one thread
-    python benchmarks/augment_speed.py --device cuda --out gpu_out/augment_speed.json
+    python -m benchmarks.augment_speed                       # CPU, one thread
+    python -m benchmarks.augment_speed --device cuda --out gpu_out/augment_speed.json
 
 On batches of 256 CIFAR-shaped uint8 images (random pixels) on the device:
 * old: ``BatchCropFlip`` then ``GroupedTransform(v2.AutoAugment(CIFAR10), 16)`` (16 AutoAugment calls per batch);
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -27,12 +26,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms import v2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from course_lib.augment import BatchCropFlip  # noqa: E402
-from course_lib.autoaugment import BatchAutoAugment  # noqa: E402
-from course_lib.data import GroupedTransform  # noqa: E402
-from course_lib.device import describe_device  # noqa: E402
+from course_lib.augment import BatchCropFlip
+from course_lib.autoaugment import BatchAutoAugment
+from course_lib.data import GroupedTransform
+from course_lib.device import describe_device
 
 
 class CountOps(TorchDispatchMode):

@@ -1,6 +1,6 @@
 """Training speed of the CIFAR-10 recipe on synthetic CIFAR-shaped data (no download needed).
 
-    python benchmarks/cifar_speed.py --out gpu_out/cifar_speed.json
+    python -m benchmarks.cifar_speed --out gpu_out/cifar_speed.json
 
 Measures, eager, with torch.compile and with torch.compile(mode="reduce-overhead")
 (CUDA graphs):
@@ -30,12 +30,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from course_lib.analysis import count_flops  # noqa: E402
-from course_lib.device import describe_device  # noqa: E402
-from course_lib.train import RECIPES, amp_dtype, recipe_data, train  # noqa: E402
-from course_lib.vit import VisionTransformer, vit_config  # noqa: E402
+from course_lib.analysis import count_flops
+from course_lib.device import describe_device
+from course_lib.train import RECIPES, amp_dtype, recipe_data, train
+from course_lib.vit import VisionTransformer, vit_config
 
 # Dense (no sparsity) tensor-core peaks in FLOP/s: bf16, or fp16 where the GPU has no bf16 (T4, V100).
 PEAK_FLOPS = {"H200": 989e12, "H100 SXM": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12,

@@ -27,9 +27,9 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, log, record the exit code, neve
 #     MFU and projected times, merged into a copy of benchmarks/results.json ($OUT/results.json); then a
 #     torch.profiler table of 40 steps of the whole loop ($OUT/profile.txt): where a step's time goes
 cp benchmarks/results.json "$OUT/results.json"
-step cifar_speed 300 "$PY" benchmarks/cifar_speed.py --out "$OUT/cifar_speed.json" --results "$OUT/results.json" --profile
+step cifar_speed 300 "$PY" -m benchmarks.cifar_speed --out "$OUT/cifar_speed.json" --results "$OUT/results.json" --profile
 # (b) the augmentation alone: AutoAugment per group of 16 (before) vs per image, batched (BatchAutoAugment)
-step augment_speed 40 "$PY" benchmarks/augment_speed.py --device cuda --pairs 10 --out "$OUT/augment_speed.json"
+step augment_speed 40 "$PY" -m benchmarks.augment_speed --device cuda --pairs 10 --out "$OUT/augment_speed.json"
 # (c) the training, data and augmentation tests on CUDA (the tests read COURSE_TEST_DEVICE), and the
 #     compiled loop (inductor + CUDA graphs) against eager
 step pytest_cuda 100 env COURSE_TEST_DEVICE=cuda "$PY" -m pytest tests/test_train.py tests/test_data.py \
@@ -37,7 +37,7 @@ step pytest_cuda 100 env COURSE_TEST_DEVICE=cuda "$PY" -m pytest tests/test_trai
 step pytest_compile 90 env COURSE_TEST_DEVICE=cuda "$PY" -m pytest tests/test_train.py -k compiled \
   -p no:cacheprovider -o addopts="" -q -rfE
 # (d) benchmarks: ours vs torchvision vs timm (interleaved pairs), attention kernels
-step bench_cuda 90 "$PY" benchmarks/run.py --device cuda --quick --out "$OUT/results_cuda.json"
+step bench_cuda 90 "$PY" -m benchmarks.run --device cuda --quick --out "$OUT/results_cuda.json"
 
 cat "$STATUS"
 if [ -n "${PACK:-}" ]; then tar -C "$OUT" -czf "$PACK" . && echo "packed into $PACK"; fi

@@ -1,4 +1,4 @@
-"""Sandboxed grading vs plain nbgrader: ``python benchmarks/grading_sandbox.py [--n 50] [--jobs 2]``.
+"""Sandboxed grading vs plain nbgrader: ``python -m benchmarks.grading_sandbox [--n 50] [--jobs 2]``.
 
 1. ``make grade``'s command (course_grading.cli, every kernel in bubblewrap) on N submissions of
    Exercise 1 with ``--jobs 2``;

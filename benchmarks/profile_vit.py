@@ -1,8 +1,8 @@
 """Where a training step's time goes: torch.profiler's self CPU time per op for the three ViTs
 of ``benchmarks/run.py`` (course_lib, torchvision, timm) at the benchmark's configuration.
 
-    python benchmarks/profile_vit.py                 # top 15 ops per model, 10 profiled steps each
-    python benchmarks/profile_vit.py --top 25 --steps 20 --shapes
+    python -m benchmarks.profile_vit                 # top 15 ops per model, 10 profiled steps each
+    python -m benchmarks.profile_vit --top 25 --steps 20 --shapes
 
 Same process set-up as the benchmark (one thread, pinned, glibc keeping freed memory), the
 same batch for every model, a warm-up, then the models are profiled in turn, ``--rounds``
@@ -12,19 +12,15 @@ on one model only), and the self times are summed over the rounds.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks import timing  # noqa: E402
-from benchmarks.run import build_models  # noqa: E402
-from course_lib.vit import vit_config  # noqa: E402
+from benchmarks import timing
+from benchmarks.run import build_models
+from course_lib.vit import vit_config
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Benchmarks: ViT training throughput against torchvision and timm, attention kernels, the digits recipe.
 
-    python benchmarks/run.py                  # CPU (or the best device), writes benchmarks/results.json
-    python benchmarks/run.py --device cuda --out gpu_out/results_cuda.json
-    python benchmarks/run.py --quick          # fewer repetitions (a smoke run)
+    python -m benchmarks.run                  # CPU (or the best device), writes benchmarks/results.json
+    python -m benchmarks.run --device cuda --out gpu_out/results_cuda.json
+    python -m benchmarks.run --quick          # fewer repetitions (a smoke run)
 
 Every entry has name, value, unit; comparisons add baseline, baseline_name and
 ratio = value / baseline (>= 1.0: ours is at least as fast). A throughput
@@ -32,12 +32,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from benchmarks import timing  # noqa: E402
-from course_lib.attention import scaled_dot_product_attention  # noqa: E402
-from course_lib.device import describe_device  # noqa: E402
-from course_lib.vit import VisionTransformer, vit_config  # noqa: E402
+from benchmarks import timing
+from course_lib.attention import scaled_dot_product_attention
+from course_lib.device import describe_device
+from course_lib.vit import VisionTransformer, vit_config
 
 
 def build_models(cfg, device: torch.device) -> dict[str, torch.nn.Module]:
