@@ -140,13 +140,14 @@ class ClassTokenPositionEmbedding(nn.Module):
 
     Args:
         num_patches: N.  dim: D.
+        pos_std: std of ``pos_embedding`` at init (0.02 in ViT and timm).
     """
 
-    def __init__(self, num_patches: int, dim: int) -> None:
+    def __init__(self, num_patches: int, dim: int, pos_std: float = 0.02) -> None:
         super().__init__()
         self.num_patches, self.dim = num_patches, dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))  # x_cls, (1, 1, D)
-        self.pos_embedding = nn.Parameter(torch.empty(1, num_patches + 1, dim).normal_(std=0.02))  # E_pos, (1, N+1, D)
+        self.pos_embedding = nn.Parameter(torch.empty(1, num_patches + 1, dim).normal_(std=pos_std))  # E_pos, (1, N+1, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x patch tokens (B, N, D). Returns (B, N+1, D), class token first."""

@@ -60,10 +60,14 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: flo
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay matrices and embeddings (ndim >= 2), not biases, norms or gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    """AdamW groups: decay matrices and embeddings (ndim >= 2), not biases, norms or gains, nor the
+    parameters the model names in ``no_weight_decay()`` (timm's convention: its [class] token and
+    position embedding, which decay would pull towards zero)."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if p.ndim >= 2 and n not in skip]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": [p for n, p in named if p.ndim < 2 or n in skip], "weight_decay": 0.0}]
 
 
 def make_adamw(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:

@@ -41,6 +41,7 @@ class ViTConfig:
     # A Linear scales its input by about std * sqrt(fan_in): 0.55 at D = 768 but 0.16 at D = 64, where the
     # residual branches and the [class] token's view of the patches start almost silent (docs/TRAINING.md).
     init_std: float | None = 0.02
+    pos_std: float = 0.02  # std of the learned position embedding at init (ViT, timm); the patch tokens' is ~1
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -140,12 +141,18 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.config = c = config
         self.patch_embed = PatchEmbedding(c.in_channels, c.patch_size, c.dim)
-        self.embed = ClassTokenPositionEmbedding(c.num_patches, c.dim)
+        self.embed = ClassTokenPositionEmbedding(c.num_patches, c.dim, c.pos_std)
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(EncoderBlock(c.dim, c.heads, c.mlp_dim, c.dropout, c.fused, c.eps) for _ in range(c.depth))
         self.norm = LayerNorm(c.dim, c.eps, fused=c.fused)
         self.head = nn.Linear(c.dim, c.num_classes)
         self.apply(functools.partial(_init_weights, std=c.init_std))
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters weight decay leaves alone (``loop.param_groups``; timm's convention): the [class]
+        token and the position embedding are added to the tokens, not multiplied, so decaying them
+        erases what tells the patches apart instead of keeping weights small."""
+        return {"embed.cls_token", "embed.pos_embedding"}
 
     def _check_input(self, x: torch.Tensor) -> None:
         c, where = self.config, "Task 4.1 VisionTransformer"

@@ -56,6 +56,15 @@ def test_weight_decay_only_on_matrices():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_no_weight_decay_for_the_class_token_and_positions():
+    model = VisionTransformer(vit_config("test"))
+    decay, no_decay = train.param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in no_decay["params"]} >= {"embed.cls_token", "embed.pos_embedding", "head.bias"}
+    assert {names[id(p)] for p in decay["params"]} >= {"patch_embed.proj.weight", "head.weight"}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
 def test_amp_dtype():
     assert train.amp_dtype(torch.device("cpu")) is None
     assert train.amp_dtype(torch.device("cuda"), enabled=False) is None

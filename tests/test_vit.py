@@ -30,7 +30,8 @@ def test_config_errors():
 
 
 def test_init_std():
-    """0.02 by default (timm, big_vision); None: 1/sqrt(fan_in) for every Linear, the head included."""
+    """0.02 by default (timm, big_vision); None: 1/sqrt(fan_in) for every Linear, the head included;
+    pos_std: the position embedding's."""
     torch.manual_seed(0)
     default = VisionTransformer(vit_config("digits", dim=64, mlp_dim=256))
     fan_in = VisionTransformer(vit_config("digits", dim=64, mlp_dim=256, init_std=None))
@@ -38,6 +39,9 @@ def test_init_std():
         assert model.blocks[0].mlp.fc2.weight.std().item() == pytest.approx(fc2_std, rel=0.05)
         assert model.head.weight.std().item() == pytest.approx(head_std, rel=0.1)
         assert model.blocks[0].attn.qkv.bias.abs().max().item() == 0.0
+    assert default.embed.pos_embedding.std().item() == pytest.approx(0.02, rel=0.1)
+    wide = VisionTransformer(vit_config("digits", pos_std=0.5))
+    assert wide.embed.pos_embedding.std().item() == pytest.approx(0.5, rel=0.1)
 
 
 @pytest.mark.task4_1
