@@ -17,14 +17,15 @@ from course_lib.loop import TrainConfig, train
 
 # Recipes: the model (overrides of ``vit_config(preset)``), the data pipeline and the TrainConfig.
 RECIPES: dict[str, dict] = {
-    # scikit-learn digits on a CPU: 4 tokens of 4x4 pixels (+ CLS), 2 blocks of width 64, MLP 256;
-    # per-image shifts of up to 1 px (none with probability 1/2 per axis); a high learning rate with
-    # strong weight decay. Seeds 0-4 gave 97.2-98.9% (mean 98.2%): the 360 test images put +-0.7% of
-    # noise on any one run. Seed 1 is the default.
-    "digits": dict(preset="digits", model=dict(patch_size=4, depth=2, mlp_dim=256), batch_size=64,
-                   augment=dict(padding=1, shifts="affine"),
-                   train=TrainConfig(epochs=40, lr=6e-3, min_lr=1e-5, warmup_epochs=2, weight_decay=0.3,
-                                     label_smoothing=0.1, seed=1)),
+    # scikit-learn digits on a CPU: 4 tokens of 4x4 pixels (+ CLS), 2 blocks of width 64, MLP 256, initialised
+    # for a narrow model (Linear weights with std 1/sqrt(fan_in), position embedding with std 0.5: with ViT's
+    # 0.02 both start nearly silent at D = 64); per-image shifts of up to 1 px (none with probability 1/2 per
+    # axis); AdamW with strong weight decay (not on the [class] token and positions). Seeds 15-34: mean 99.0%,
+    # min 98.1% (docs/TRAINING.md: how the recipe was chosen on seeds 5-34, then measured on seeds 0-4).
+    "digits": dict(preset="digits", model=dict(patch_size=4, depth=2, mlp_dim=256, init_std=None, pos_std=0.5),
+                   batch_size=64, augment=dict(padding=1, shifts="affine"),
+                   train=TrainConfig(epochs=30, lr=4e-3, min_lr=1e-5, warmup_epochs=2, weight_decay=0.5,
+                                     label_smoothing=0.1, eval_every=10)),
     # CIFAR-10 on a GPU: 16 tokens of 8x8 pixels (+ CLS), 7 blocks of width 384, MLP 384, 12 heads:
     # the 6.3M-parameter ViT of omihub777/ViT-CIFAR (91.0% after 200 epochs at batch 128, Adam,
     # AutoAugment, label smoothing 0.1). Here batch 256 with the lr scaled by sqrt(2), AdamW; compiled
