@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks import timing
+from benchmarks import digits_seeds, timing
 from course_lib.attention import scaled_dot_product_attention
 from course_lib.device import describe_device
 from course_lib.vit import VisionTransformer, vit_config
@@ -142,9 +142,9 @@ def attention(batch: int, heads: int, tokens: int, head_dim: int, reps: int, dev
     return entries
 
 
-def digits(threads: int | None, seeds: range = range(5)) -> list[dict]:
+def digits(seeds: range = range(5)) -> list[dict]:
     """The offline recipe end to end on the CPU over several seeds: accuracy and CPU seconds
-    (data, model, training and an evaluation per epoch), each seed in a fresh interpreter.
+    (data, model, training, evaluations), each seed in a fresh interpreter (``digits_seeds.run_seed``).
 
     The bar: >= 98% on every seed, >= 98.5% on their mean, <= 10 s of CPU time per seed. CPU time
     grows when other jobs share the cores (caches, memory bandwidth), so the 1-minute load average
@@ -153,16 +153,10 @@ def digits(threads: int | None, seeds: range = range(5)) -> list[dict]:
     (torch.optim imports it when the first optimizer is made)."""
     import subprocess
 
-    code = ("import json, time, torch\nfrom course_lib.train import digits_recipe\nc0 = time.process_time()\n"
-            "model, h = digits_recipe(threads={t}, seed={s}, progress=False)\n"
-            "print(json.dumps(dict(acc=100 * h['test_acc'][-1], cpu=time.process_time() - c0, epochs=len(h['epoch']),"
-            " params=sum(p.numel() for p in model.parameters()))))")
     runs, load = [], [os.getloadavg()[0]]
     for seed in seeds:
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", code.format(t=threads or 1, s=seed)], capture_output=True,
-                             text=True, check=True).stdout
-        runs.append({**json.loads(out.splitlines()[-1]), "wall": time.perf_counter() - t0, "seed": seed})
+        runs.append({**digits_seeds.run_seed(seed), "wall": time.perf_counter() - t0})
     load.append(os.getloadavg()[0])
     startup = ("import json, time, torch\nc = [time.process_time()]\nimport sklearn.datasets, sklearn.model_selection\n"
                "c.append(time.process_time())\nimport torch._dynamo\nc.append(time.process_time())\n"
@@ -172,7 +166,7 @@ def digits(threads: int | None, seeds: range = range(5)) -> list[dict]:
     acc, cpu = [r["acc"] for r in runs], [r["cpu"] for r in runs]
     bar = {"every_seed_ge_98": min(acc) >= 98.0, "mean_ge_98_5": statistics.mean(acc) >= 98.5,
            "cpu_le_10_s": max(cpu) <= 10.0, "load_average_1min_before_after": load}
-    tag = f"{runs[0]['params']:,}-parameter ViT, {runs[0]['epochs']} epochs, {threads or 1} CPU thread(s), seeds {seeds.start}-{seeds.stop - 1}"
+    tag = f"{runs[0]['params']:,}-parameter ViT, {runs[0]['epochs']} epochs, 1 CPU thread, seeds {seeds.start}-{seeds.stop - 1}"
     per_seed = {"per_seed": [{k: r[k] for k in ("seed", "acc", "cpu", "wall")} for r in runs], "bar": bar}
     return [{"name": f"digits recipe test accuracy, min over seeds ({tag})", "value": min(acc), "unit": "%", **per_seed},
             {"name": f"digits recipe test accuracy, mean over seeds ({tag})", "value": statistics.mean(acc), "unit": "%"},
@@ -243,7 +237,7 @@ def main() -> None:
     if affinity is not None:
         os.sched_setaffinity(0, affinity)  # the digits runs' interpreters inherit it
     if "digits" in wanted:
-        entries += digits(a.threads)
+        entries += digits()
     meta = {"device": describe_device(device), "torch": torch.__version__, "python": platform.python_version()}
     for e in entries:
         e.update(meta)
