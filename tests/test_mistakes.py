@@ -50,7 +50,7 @@ def test_stored_mistakes_are_data_with_a_cause():
 
 def _grade(roots: dict[str, Path], tmp_path: Path) -> dict[str, dict[str, dict[str, bool]]]:
     """{"graded" | "visible": {mistake: {grade_id: passed}}} through the real notebooks."""
-    from test_assignments import _grade_variants
+    from grade_variants import grade_variants
 
     by_exercise: dict[int, dict[str, Path]] = {}
     for m in MISTAKES:
@@ -61,7 +61,7 @@ def _grade(roots: dict[str, Path], tmp_path: Path) -> dict[str, dict[str, dict[s
         for kind, folder in (("graded", "solutions"), ("visible", "exercises")):
             work = tmp_path / f"grade_{kind}_{exercise}"
             work.mkdir()
-            result, _ = _grade_variants(ROOT / folder / name, variants, work)
+            result, _ = grade_variants(ROOT / folder / name, variants, work)
             grades[kind].update(result)
     return grades
 
