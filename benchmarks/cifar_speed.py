@@ -194,12 +194,13 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     modes = [None] if a.no_compile else [None, "default", "reduce-overhead"]
     tags = {None: "eager", "default": "compiled", "reduce-overhead": "cudagraphs"}
-    jobs = [(f"model_only_{tags[m]}", lambda m=m: model_only(cfg, r["batch_size"], a.steps, m, device)) for m in modes]
-    jobs += [(f"full_loop_{tags[m]}", lambda m=m: full_loop(a.epochs, m, device)) for m in modes]
     best = modes[-1]
-    jobs.append((f"full_loop_{tags[best]}_no_policy", lambda: full_loop(a.epochs, best, device, policy="none")))
+    # the most wanted figure first (the whole loop in the recipe's mode), so a timeout keeps it (written per job)
+    jobs = [(f"full_loop_{tags[m]}", lambda m=m: full_loop(a.epochs, m, device)) for m in reversed(modes)]
     jobs += [(f"full_loop_{tags[best]}_batch{b}", lambda b=b: full_loop(a.epochs, best, device, batch_size=b))
              for b in a.batches if b != r["batch_size"]]
+    jobs += [(f"model_only_{tags[m]}", lambda m=m: model_only(cfg, r["batch_size"], a.steps, m, device)) for m in modes]
+    jobs.append((f"full_loop_{tags[best]}_no_policy", lambda: full_loop(a.epochs, best, device, policy="none")))
     for key, fn in jobs:
         try:
             m = project(fn(), flops, peak, r["train"].epochs)
