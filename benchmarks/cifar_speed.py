@@ -114,7 +114,7 @@ def profile_loop(device: torch.device, mode: str | None, steps: int = 40, batch_
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from course_lib.data import TensorLoader
+    from course_lib.data import CIFAR10_MEAN, CIFAR10_STD, TensorLoader
 
     r = RECIPES["cifar"]
     bs = batch_size or r["batch_size"]
@@ -122,7 +122,7 @@ def profile_loop(device: torch.device, mode: str | None, steps: int = 40, batch_
     model = VisionTransformer(vit_config(r["preset"], **r["model"])).to(device)
     full, _ = recipe_data("cifar", device, synthetic=True, batch_size=bs)
     loader = TensorLoader(full.x[:steps * bs], full.y[:steps * bs], bs, drop_last=True, transform=full.transform,
-                          normalize=(full.mean.flatten().tolist(), full.std.flatten().tolist()))
+                          normalize=(CIFAR10_MEAN, CIFAR10_STD))
     cfg = replace(r["train"], epochs=1, compile=mode is not None,
                   compile_mode=None if mode in (None, "default") else mode, progress=False)
     train(model, loader, None, cfg, device=device)  # warm-up

@@ -111,7 +111,7 @@ def run_recipe(name: str = "digits", device: torch.device | str | None = None, d
 
 
 def digits_recipe(threads: int | None = 1, **overrides):
-    """The offline recipe: ~99% test accuracy on digits in about 8 CPU-seconds (one core). See ``run_recipe``.
+    """The offline recipe: ~99% test accuracy on digits in about 7 CPU-seconds (one core). See ``run_recipe``.
 
     Args:
         threads: CPU threads while training (then restored). One is the fastest for
